@@ -1,0 +1,152 @@
+"""A nonlocal block composed from an affinity and a Chebyshev graph filter (paper Eq. 4).
+
+``GraphNonlocalBlock`` is the unified form as a block: any affinity of :mod:`snl_mm.graph.affinity` with any
+filter of :mod:`snl_mm.graph.filters`, so new blocks are a config, not a class::
+
+    # SNL's symmetric normalisation with NS's shared weights
+    dict(type='GraphNonlocalBlock',
+         affinity=dict(kernel='relu_dot', symmetrize=True, normalize='symmetric'),
+         graph_filter=dict(order=2, terms=(0, 1), shared_coefficients=(-1, 1)))
+
+``SNLBlock`` and ``NSBlock`` are this block with their papers' settings.
+"""
+from typing import Dict, List, Optional, Sequence
+
+import torch.nn as nn
+from torch import Tensor
+
+from snl_mm.graph import Affinity, FilterSpec, graph_filter
+from snl_mm.registry import ROOT_MODELS
+from .base import ConfigType, NonlocalBase, flatten_map, from_tokens, to_tokens
+
+
+class _Unit(nn.Module):
+    """Holder of one filter unit's parameters (units after the first)."""
+
+
+@ROOT_MODELS.register_module()
+class GraphNonlocalBlock(NonlocalBase):
+    """``Y = X + act(norm(F(A, Z)))``, ``A = affinity(theta(X), phi(X))``, ``Z = g(X)``.
+
+    Args:
+        in_channels (int): channels ``C`` of the input ``(B, C, *S)``.
+        reduction (int): ``Cs = C // reduction``. Default: 2.
+        inner_channels (int, optional): ``Cs`` directly.
+        affinity (dict): arguments of :class:`snl_mm.graph.Affinity` (``kernel``, ``symmetrize``,
+            ``normalize``, ``scale``, ``path``).
+        graph_filter (dict): arguments of :class:`snl_mm.graph.FilterSpec` (``order``, ``terms``,
+            ``shared_coefficients``).
+        num_units (int): filter units applied one after the other, all on the one affinity computed from the
+            block's input (a nonlocal stage). Default: 1.
+        bias (bool): bias in the 1x1 convolutions. Default: False.
+        conv_cfg, norm_cfg, act_cfg, init_cfg: see :class:`NonlocalBase`.
+
+    Checkpoint keys: ``theta``, ``phi`` (the affinity's embeddings); for the first unit ``g`` (node
+    features), ``w{k+1}`` (the weight of ``T_k(A) Z``) or ``w`` (a shared weight), ``norm``; units after the
+    first under ``units.{i}.`` with the same names.
+    """
+
+    _abbr_ = 'graph_nonlocal'
+    _projection_names = ('theta', 'phi', 'g')
+
+    def __init__(self,
+                 in_channels: int,
+                 reduction: int = 2,
+                 inner_channels: Optional[int] = None,
+                 affinity: Dict = dict(kernel='relu_dot', symmetrize=True, normalize='symmetric'),
+                 graph_filter: Dict = dict(order=2),
+                 num_units: int = 1,
+                 bias: bool = False,
+                 conv_cfg: ConfigType = None,
+                 norm_cfg: ConfigType = dict(type='BN'),
+                 act_cfg: ConfigType = None,
+                 init_cfg: ConfigType = None):
+        super().__init__(in_channels, reduction, inner_channels, conv_cfg, norm_cfg, act_cfg, init_cfg)
+        name = type(self).__name__
+        if not isinstance(affinity, dict):
+            raise TypeError(f'{name}: affinity must be a dict of Affinity arguments, got {affinity!r}')
+        if not isinstance(graph_filter, dict):
+            raise TypeError(f'{name}: graph_filter must be a dict of FilterSpec arguments, got '
+                            f'{graph_filter!r}')
+        if not isinstance(num_units, int) or isinstance(num_units, bool) or num_units < 1:
+            raise ValueError(f'{name}: num_units must be an integer >= 1, got {num_units!r}')
+        try:
+            self.graph = Affinity(**affinity)
+            self.filter_spec = FilterSpec(**graph_filter)
+        except TypeError as err:  # an unknown key: name the valid ones
+            raise TypeError(f'{name}: {err}; affinity takes kernel, symmetrize, normalize, scale, path '
+                            'and graph_filter takes order, terms, shared_coefficients') from err
+        except ValueError as err:
+            raise ValueError(f'{name}: {err}') from err
+        self.num_units = num_units
+        cs = self.inner_channels
+        self.theta = self.pointwise(in_channels, cs, bias)
+        self.phi = self.pointwise(in_channels, cs, bias)
+        self._build_unit(self, bias)
+        self.units = nn.ModuleList()
+        for _ in range(num_units - 1):
+            self.units.append(self._build_unit(_Unit(), bias))
+        self.init_weights()
+
+    def _weight_names(self) -> List[str]:
+        if self.filter_spec.shared_coefficients is not None:
+            return ['w']
+        return [f'w{t + 1}' for t in self.filter_spec.terms]
+
+    def _build_unit(self, owner: nn.Module, bias: bool) -> nn.Module:
+        owner.g = self.pointwise(self.in_channels, self.inner_channels, bias)
+        for w in self._weight_names():
+            setattr(owner, w, self.pointwise(self.inner_channels, self.in_channels, bias))
+        owner.norm = self.build_norm(self.in_channels)
+        owner.act = self.build_act()
+        return owner
+
+    def _all_units(self) -> Sequence[nn.Module]:
+        return [self, *self.units]
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if not self.init_cfg:
+            for unit in self.units:
+                nn.init.normal_(unit.g.weight, std=0.01)
+                if unit.g.bias is not None:
+                    nn.init.zeros_(unit.g.bias)
+                for layer in self._unit_outputs(unit):
+                    nn.init.zeros_(layer.weight)
+                    if getattr(layer, 'bias', None) is not None:
+                        nn.init.zeros_(layer.bias)
+
+    def _unit_outputs(self, unit: nn.Module) -> List[nn.Module]:
+        if unit.norm is not None:
+            return [unit.norm]
+        return [getattr(unit, w) for w in self._weight_names()]
+
+    def output_layers(self) -> Sequence[nn.Module]:
+        return self._unit_outputs(self)
+
+    def graph_operator(self, x: Tensor):
+        """The affinity of input ``x`` as a :class:`~snl_mm.graph.affinity.GraphOperator`."""
+        xf = flatten_map(x)
+        return self.graph(to_tokens(self.theta(xf)), to_tokens(self.phi(xf)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, *S) -> (B, C, *S)``."""
+        self.check_input(x)
+        op = self.graph_operator(x)
+        out = x
+        for unit in self._all_units():
+            z = to_tokens(unit.g(flatten_map(out)))
+            weights = [lambda t, w=getattr(unit, name): w(from_tokens(t))
+                       for name in self._weight_names()]
+            filtered = graph_filter(op.matmul, z, self.filter_spec, weights)
+            out = self.residual(out, filtered, unit.norm, unit.act)
+        return out
+
+    def affinity(self, x: Tensor) -> Tensor:
+        """The dense ``(B, N, N)`` affinity of input ``x``."""
+        self.check_input(x)
+        return self.graph_operator(x).dense()
+
+    def extra_repr(self) -> str:
+        return (f'{super().extra_repr()}, affinity={self.graph!r}, filter={self.filter_spec!r}, '
+                f'num_units={self.num_units}')

@@ -1,0 +1,285 @@
+"""Affinities: the graph ``A`` of a nonlocal block, as a kernel, a symmetrisation and a normalisation.
+
+An :class:`Affinity` is configured once (``kernel``, ``symmetrize``, ``normalize``, ``scale``) and, given the
+query and key embeddings of one input, returns a :class:`GraphOperator`: an object that multiplies a signal
+by ``A`` without necessarily forming ``A``. Which order of products it uses is an implementation detail that
+never changes the numbers beyond float rounding:
+
+================  ===========  ==================  ====================================================
+kernel            symmetrize   normalize           how ``A @ Z`` is computed
+================  ===========  ==================  ====================================================
+``exp_dot``       no           ``random_walk``     fused attention (``scaled_dot_product_attention``):
+                                                   the softmax of NL / NS, never stores ``A``
+``exp_dot``       any          other               dense (an exponential kernel has no low-rank form)
+``dot``           any          ``none``/``size``   factored ``P (Q^T Z)`` or dense, by the cost model
+``relu_dot``      any          any                 factored or dense, by the cost model (SNL)
+================  ===========  ==================  ====================================================
+
+Tensors are in token layout: ``q``, ``k`` of shape ``(B, N, c)``, signals ``z`` of shape ``(B, N, c_z)``.
+All normalisations run in float32 (also under autocast), and a position of zero degree gets a zero row in
+``A`` instead of a NaN.
+"""
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .cost import PATHS, Path, choose_path
+
+KERNELS = ('exp_dot', 'dot', 'relu_dot')
+NORMALIZATIONS = ('none', 'size', 'random_walk', 'symmetric')
+
+
+def _upcast(t: Tensor) -> Tensor:
+    """At least float32: half-precision inputs (autocast) are normalised in float32, float64 stays."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _float32(*tensors: Tensor) -> tuple:
+    return tuple(_upcast(t) for t in tensors)
+
+
+def _no_autocast(device_type: str):
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+def inverse_power(degree: Tensor, power: float) -> Tensor:
+    """``degree ** -power`` with ``0`` where the degree is not positive (an isolated node, not a NaN)."""
+    positive = degree > 0
+    safe = torch.where(positive, degree, torch.ones_like(degree))
+    return torch.where(positive, safe.pow(-power), torch.zeros_like(degree))
+
+
+class GraphOperator:
+    """``A`` for one input: multiplies signals by it, and can show it densely.
+
+    Subclasses implement :meth:`matmul` (``(B, N_k, c) -> (B, N_q, c)``) and :meth:`dense`.
+    """
+
+    def matmul(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dense(self) -> Tensor:
+        raise NotImplementedError
+
+    def __matmul__(self, z: Tensor) -> Tensor:
+        return self.matmul(z)
+
+
+class DenseOperator(GraphOperator):
+    """An explicitly formed ``(B, N_q, N_k)`` float32 affinity."""
+
+    def __init__(self, matrix: Tensor):
+        self.matrix = matrix
+
+    def matmul(self, z: Tensor) -> Tensor:
+        with _no_autocast(z.device.type):
+            return torch.bmm(self.matrix, _upcast(z)).to(z.dtype)
+
+    def dense(self) -> Tensor:
+        return self.matrix
+
+
+class SoftmaxOperator(GraphOperator):
+    """``A = softmax_j(scale * q_i . k_j)`` applied by fused attention, never stored.
+
+    ``scaled_dot_product_attention`` streams over keys only when its inputs are contiguous in the last
+    dimension (otherwise it silently takes the ``N x N`` path), hence the ``contiguous`` calls.
+    """
+
+    def __init__(self, q: Tensor, k: Tensor, scale: float):
+        self.q = _upcast(q).contiguous()
+        self.k = _upcast(k).contiguous()
+        self.scale = scale
+
+    def matmul(self, z: Tensor) -> Tensor:
+        with _no_autocast(z.device.type):
+            out = F.scaled_dot_product_attention(
+                self.q, self.k, _upcast(z).contiguous(), scale=self.scale)
+        return out.to(z.dtype)
+
+    def dense(self) -> Tensor:
+        with _no_autocast(self.q.device.type):
+            return torch.softmax(self.scale * torch.bmm(self.q, self.k.transpose(1, 2)), dim=-1)
+
+
+class LowRankOperator(GraphOperator):
+    """``A = D_l^{-a} M D_r^{-b}`` for a rank-``c`` kernel ``M = s P Q^T`` (or its symmetrisation).
+
+    Args:
+        p (Tensor): left factor ``(B, N_q, c)`` (already through the kernel's feature map, e.g. ReLU).
+        q (Tensor): right factor ``(B, N_k, c)``.
+        scale (float): ``s``.
+        symmetrize (bool): use ``(M + M^T) / 2`` (needs ``N_q == N_k``).
+        normalize (str): one of :data:`NORMALIZATIONS`.
+        path (str): ``'auto'`` (cost model), ``'dense'`` or ``'factored'``.
+    """
+
+    def __init__(self, p: Tensor, q: Tensor, scale: float, symmetrize: bool, normalize: str,
+                 path: Path = 'auto'):
+        self.p, self.q = _float32(p, q)
+        self.scale = scale
+        self.symmetrize = symmetrize
+        self.normalize = normalize
+        self.requested_path = path
+        self._matrix: Optional[Tensor] = None
+        b, n_q, c = self.p.shape
+        n_k = self.q.shape[1]
+        self._shape = (b, n_q, n_k, c)
+        with _no_autocast(self.p.device.type):
+            self.left, self.right = self._scalings()
+
+    # -- the two orders of products of M @ Z ------------------------------------------------------
+    def _kernel_matmul_factored(self, z: Tensor) -> Tensor:
+        out = torch.bmm(self.p, torch.bmm(self.q.transpose(1, 2), z))
+        if self.symmetrize:
+            out = 0.5 * (out + torch.bmm(self.q, torch.bmm(self.p.transpose(1, 2), z)))
+        return self.scale * out
+
+    def _kernel_matrix(self) -> Tensor:
+        m = self.scale * torch.bmm(self.p, self.q.transpose(1, 2))
+        if self.symmetrize:
+            m = 0.5 * (m + m.transpose(1, 2))
+        return m
+
+    def _scalings(self):
+        """Row and column scalings ``D_l^{-a}``, ``D_r^{-b}`` as ``(B, N, 1)`` tensors (or None)."""
+        b, n_q, n_k, _ = self._shape
+        if self.normalize == 'none':
+            return None, None
+        if self.normalize == 'size':
+            return None, None
+        ones = self.p.new_ones(b, n_k, 1)
+        degree = self._kernel_matmul_factored(ones)  # (B, N_q, 1): row sums of M
+        if self.normalize == 'random_walk':
+            return inverse_power(degree, 1.0), None
+        half = inverse_power(degree, 0.5)
+        return half, half
+
+    @property
+    def path(self) -> str:
+        b, n_q, n_k, c = self._shape
+        return choose_path(n_q, n_k, c, c, self.symmetrize, batch=b, path=self.requested_path)
+
+    def matmul(self, z: Tensor) -> Tensor:
+        dtype = z.dtype
+        with _no_autocast(z.device.type):
+            z = _upcast(z)
+            if self.right is not None:
+                z = self.right * z
+            if self.path == 'dense':
+                out = torch.bmm(self._kernel_matrix_cached(), z)
+            else:
+                out = self._kernel_matmul_factored(z)
+            if self.normalize == 'size':
+                out = out / self._shape[2]
+            if self.left is not None:
+                out = self.left * out
+        return out.to(dtype)
+
+    def _kernel_matrix_cached(self) -> Tensor:
+        # several Chebyshev terms or stacked units apply the same A: form M once per input
+        if self._matrix is None:
+            self._matrix = self._kernel_matrix()
+        return self._matrix
+
+    def dense(self) -> Tensor:
+        with _no_autocast(self.p.device.type):
+            m = self._kernel_matrix()
+            if self.normalize == 'size':
+                m = m / self._shape[2]
+            if self.left is not None:
+                m = self.left * m
+            if self.right is not None:
+                m = m * self.right.transpose(1, 2)
+        return m
+
+
+class Affinity:
+    """A configurable affinity ``A(q, k)``: kernel, symmetrisation, normalisation.
+
+    Args:
+        kernel (str): ``'exp_dot'`` (``exp(s q.k)``, the embedded Gaussian), ``'dot'`` (``s q.k``) or
+            ``'relu_dot'`` (``s relu(q).relu(k)``, non-negative and of rank ``c``).
+        symmetrize (bool): replace ``M`` by ``(M + M^T) / 2`` (needs as many queries as keys).
+        normalize (str): ``'none'``; ``'size'`` (``M / N_k``, NL's dot product); ``'random_walk'``
+            (``D^-1 M``: with ``exp_dot`` this is the softmax); ``'symmetric'`` (``D^-1/2 M D^-1/2``, SNL).
+        scale (float | str): ``s``; ``'inv_sqrt'`` for ``1 / sqrt(c)``.
+        path (str): ``'auto'`` (cost model), ``'dense'`` or ``'factored'``; forcing is for benchmarks and
+            tests.
+    """
+
+    def __init__(self,
+                 kernel: str = 'relu_dot',
+                 symmetrize: bool = False,
+                 normalize: str = 'none',
+                 scale: Union[float, str] = 1.0,
+                 path: Path = 'auto'):
+        if kernel not in KERNELS:
+            raise ValueError(f'affinity kernel must be one of {KERNELS}, got {kernel!r}')
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f'affinity normalize must be one of {NORMALIZATIONS}, got {normalize!r}')
+        if kernel == 'dot' and normalize in ('random_walk', 'symmetric'):
+            raise ValueError(
+                f"affinity normalize={normalize!r} needs a non-negative kernel: kernel='relu_dot' or "
+                "'exp_dot' (the signed 'dot' kernel takes normalize='none' or 'size')")
+        if not (scale == 'inv_sqrt' or isinstance(scale, (int, float))):
+            raise TypeError(f"affinity scale must be a number or 'inv_sqrt', got {scale!r}")
+        if path not in PATHS:
+            raise ValueError(f'affinity path must be one of {PATHS}, got {path!r}')
+        self.kernel = kernel
+        self.symmetrize = symmetrize
+        self.normalize = normalize
+        self.scale = scale
+        self.path = path
+
+    def __repr__(self) -> str:
+        return (f'Affinity(kernel={self.kernel!r}, symmetrize={self.symmetrize}, '
+                f'normalize={self.normalize!r}, scale={self.scale!r}, path={self.path!r})')
+
+    @property
+    def streams(self) -> bool:
+        """Whether ``A @ Z`` is computed without an ``N x N`` buffer at large ``N``."""
+        return self.kernel != 'exp_dot' or (self.normalize == 'random_walk' and not self.symmetrize)
+
+    def _scale(self, channels: int) -> float:
+        return 1.0 / math.sqrt(channels) if self.scale == 'inv_sqrt' else float(self.scale)
+
+    def __call__(self, q: Tensor, k: Tensor) -> GraphOperator:
+        """The graph operator of queries ``q`` ``(B, N_q, c)`` and keys ``k`` ``(B, N_k, c)``."""
+        if q.dim() != 3 or k.dim() != 3 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
+            raise ValueError(f'affinity expects q (B, N_q, c) and k (B, N_k, c), got {tuple(q.shape)} '
+                             f'and {tuple(k.shape)}')
+        if self.symmetrize and q.shape[1] != k.shape[1]:
+            raise ValueError('a symmetrised affinity needs as many queries as keys, got '
+                             f'{q.shape[1]} and {k.shape[1]}')
+        scale = self._scale(q.shape[-1])
+        if self.kernel == 'exp_dot':
+            if self.streams and self.path != 'dense':
+                return SoftmaxOperator(q, k, scale)
+            return DenseOperator(self._dense_exp(q, k, scale))
+        if self.kernel == 'relu_dot':
+            q, k = F.relu(q), F.relu(k)
+        return LowRankOperator(q, k, scale, self.symmetrize, self.normalize, self.path)
+
+    def _dense_exp(self, q: Tensor, k: Tensor, scale: float) -> Tensor:
+        with _no_autocast(q.device.type):
+            logits = scale * torch.bmm(_upcast(q), _upcast(k).transpose(1, 2))
+            # exp overflows for large logits; a common shift per sample cancels in the degree
+            # normalisations (invariant to a positive factor), so only they use it.
+            normalised = self.normalize in ('random_walk', 'symmetric')
+            shift = logits.amax(dim=(1, 2), keepdim=True) if normalised else 0.0
+            m = torch.exp(logits - shift)
+            if self.symmetrize:
+                m = 0.5 * (m + m.transpose(1, 2))
+            if self.normalize == 'size':
+                return m / m.shape[2]
+            if self.normalize == 'none':
+                return m
+            degree = m.sum(dim=2, keepdim=True)
+            if self.normalize == 'random_walk':
+                return inverse_power(degree, 1.0) * m
+            half = inverse_power(degree, 0.5)
+            return half * m * half.transpose(1, 2)

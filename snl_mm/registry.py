@@ -1,0 +1,28 @@
+"""Where everything in snl_mm registers.
+
+* The six blocks (and the configurable :class:`~snl_mm.blocks.GraphNonlocalBlock`) register in
+  mmengine's **root** ``MODELS``: every OpenMMLab scope (mmpretrain, mmaction, mmdet, mmseg) falls back to
+  the root, so ``dict(type='SNLBlock')`` works in any of their configs and in
+  ``mmcv.cnn.build_plugin_layer``.
+* Backbones, heads and datasets register in the package's own scope ``snl_mm``, a child of the root
+  registries, and are named with the scope prefix in configs: ``type='snl_mm.ResNet'``.
+"""
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+#: mmengine's root model registry: the blocks live here.
+ROOT_MODELS = MMENGINE_MODELS
+
+#: models of the ``snl_mm`` scope (plugin backbones, decode heads).
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='snl_mm',
+                  locations=['snl_mm.plugins', 'snl_mm.seg'])
+
+#: datasets of the ``snl_mm`` scope (the generated demo dataset).
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='snl_mm',
+                    locations=['snl_mm.datasets'])
+
+#: data transforms of the ``snl_mm`` scope.
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='snl_mm',
+                      locations=['snl_mm.datasets'])
