@@ -95,10 +95,17 @@ class SoftmaxOperator(GraphOperator):
         self.scale = scale
 
     def matmul(self, z: Tensor) -> Tensor:
+        q, k, v = self.q, self.k, _upcast(z).contiguous()
+        c_qk, c_v = q.shape[-1], v.shape[-1]
+        # The CPU flash kernel needs q, k and v of one width; otherwise SDPA silently forms N x N.
+        # Zero channels change neither q . k (the scale is explicit) nor A v.
+        if c_qk < c_v:
+            q, k = F.pad(q, (0, c_v - c_qk)), F.pad(k, (0, c_v - c_qk))
+        elif c_v < c_qk:
+            v = F.pad(v, (0, c_qk - c_v))
         with _no_autocast(z.device.type):
-            out = F.scaled_dot_product_attention(
-                self.q, self.k, _upcast(z).contiguous(), scale=self.scale)
-        return out.to(z.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return out[..., :c_v].to(z.dtype)
 
     def dense(self) -> Tensor:
         with _no_autocast(self.q.device.type):
@@ -221,6 +228,9 @@ class Affinity:
             raise ValueError(f'affinity kernel must be one of {KERNELS}, got {kernel!r}')
         if normalize not in NORMALIZATIONS:
             raise ValueError(f'affinity normalize must be one of {NORMALIZATIONS}, got {normalize!r}')
+        if normalize == 'symmetric' and not symmetrize:
+            raise ValueError("affinity normalize='symmetric' (D^-1/2 M D^-1/2) needs a symmetric kernel: "
+                             "set symmetrize=True, or use normalize='random_walk', 'size' or 'none'")
         if kernel == 'dot' and normalize in ('random_walk', 'symmetric'):
             raise ValueError(
                 f"affinity normalize={normalize!r} needs a non-negative kernel: kernel='relu_dot' or "
@@ -267,19 +277,17 @@ class Affinity:
     def _dense_exp(self, q: Tensor, k: Tensor, scale: float) -> Tensor:
         with _no_autocast(q.device.type):
             logits = scale * torch.bmm(_upcast(q), _upcast(k).transpose(1, 2))
-            # exp overflows for large logits; a common shift per sample cancels in the degree
-            # normalisations (invariant to a positive factor), so only they use it.
-            normalised = self.normalize in ('random_walk', 'symmetric')
-            shift = logits.amax(dim=(1, 2), keepdim=True) if normalised else 0.0
-            m = torch.exp(logits - shift)
+            if self.normalize in ('none', 'size'):
+                m = torch.exp(logits)
+                if self.symmetrize:
+                    m = 0.5 * (m + m.transpose(1, 2))
+                return m / m.shape[2] if self.normalize == 'size' else m
+            # the degree normalisations are computed in the log domain: exp of large logits overflows
+            # and rows far below the sample's maximum would underflow to zero
+            log_m = logits
             if self.symmetrize:
-                m = 0.5 * (m + m.transpose(1, 2))
-            if self.normalize == 'size':
-                return m / m.shape[2]
-            if self.normalize == 'none':
-                return m
-            degree = m.sum(dim=2, keepdim=True)
+                log_m = torch.logaddexp(logits, logits.transpose(1, 2)) - math.log(2.0)
             if self.normalize == 'random_walk':
-                return inverse_power(degree, 1.0) * m
-            half = inverse_power(degree, 0.5)
-            return half * m * half.transpose(1, 2)
+                return torch.softmax(log_m, dim=-1)
+            log_d = torch.logsumexp(log_m, dim=-1, keepdim=True)
+            return torch.exp(log_m - 0.5 * log_d - 0.5 * log_d.transpose(1, 2))

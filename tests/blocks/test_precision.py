@@ -1,0 +1,83 @@
+"""Robustness of every block: no NaN or Inf on degenerate, huge and tiny inputs or a one-position map, in
+float32 and under bfloat16 autocast (normalisations in float32), with random weights and norms."""
+import pytest
+import torch
+
+import snl_mm  # noqa: F401 (registers the blocks)
+from snl_mm.registry import ROOT_MODELS
+from tests.blocks.reference import randomise_, rel_err
+
+C = 16
+# the six blocks with their defaults, plus the other modes and kernels that change the numerics
+VARIANTS = {
+    'NLBlock': dict(),
+    'NLBlock-gaussian': dict(mode='gaussian'),
+    'NLBlock-dot_product': dict(mode='dot_product'),
+    'NSBlock': dict(num_units=2),
+    'A2Block': dict(),
+    'CGNLBlock': dict(),
+    'CGNLBlock-gaussian': dict(kernel='gaussian', groups=2),
+    'CCBlock': dict(),
+    'SNLBlock': dict(),
+    'SNLBlock-order3-dense': dict(order=3, path='dense'),
+    'SNLBlock-order3-factored': dict(order=3, path='factored'),
+    'GraphNonlocalBlock-exp-symmetric': dict(
+        affinity=dict(kernel='exp_dot', symmetrize=True, normalize='symmetric')),
+}
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+INPUTS = {
+    'zeros': lambda: torch.zeros(2, C, 5, 6),
+    'constant': lambda: torch.full((2, C, 5, 6), 3.0),
+    'huge': lambda: 1e4 * torch.randn(2, C, 5, 6, generator=_gen(1)),
+    'tiny': lambda: 1e-6 * torch.randn(2, C, 5, 6, generator=_gen(2)),
+    'one_position': lambda: torch.randn(2, C, 1, 1, generator=_gen(3)),
+}
+
+
+def _build(variant: str) -> torch.nn.Module:
+    name = variant.split('-')[0]
+    block = ROOT_MODELS.build(dict(type=name, in_channels=C, **VARIANTS[variant]))
+    return randomise_(block, std=0.3, seed=4)
+
+
+@pytest.mark.parametrize('training', [False, True], ids=['eval', 'train'])
+@pytest.mark.parametrize('autocast', [False, True], ids=['fp32', 'bf16'])
+@pytest.mark.parametrize('kind', list(INPUTS))
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_finite_output(variant, kind, autocast, training):
+    block = _build(variant).train(training)
+    x = INPUTS[kind]()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        y = block(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all(), f'{variant} on {kind}: {(~torch.isfinite(y)).sum().item()} non-finite'
+
+
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_bf16_autocast_is_close_to_float32(variant):
+    block = _build(variant).eval()
+    x = torch.randn(2, C, 5, 6, generator=_gen(5))
+    with torch.no_grad():
+        y32 = block(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y16 = block(x)
+    assert torch.isfinite(y16).all()
+    err = rel_err(y16.float() - x, y32 - x)  # the block's contribution, not the residual
+    assert err < 5e-2, err
+
+
+@pytest.mark.parametrize('variant', ['NLBlock', 'NSBlock', 'SNLBlock', 'SNLBlock-order3-factored'])
+def test_backward_under_autocast_is_finite(variant):
+    block = _build(variant).train()
+    x = torch.randn(2, C, 5, 6, generator=_gen(6), requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = block(x)
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for name, p in block.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name
