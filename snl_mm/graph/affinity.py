@@ -82,12 +82,55 @@ class DenseOperator(GraphOperator):
         return self.matrix
 
 
-class SoftmaxOperator(GraphOperator):
-    """``A = softmax_j(scale * q_i . k_j)`` applied by fused attention, never stored.
+#: most query groups :func:`softmax_attention` splits a batch element into (each holds a key gradient)
+MAX_QUERY_GROUPS = 8
 
-    ``scaled_dot_product_attention`` streams over keys only when its inputs are contiguous in the last
-    dimension (otherwise it silently takes the ``N x N`` path), hence the ``contiguous`` calls.
+
+def _query_groups(batch: int, n_q: int, device: torch.device, needs_grad: bool) -> int:
+    """Query groups per batch element that give every CPU thread a share of the attention backward."""
+    if device.type != 'cpu' or not needs_grad:
+        return 1
+    want = -(-torch.get_num_threads() // batch)
+    if want < 2:
+        return 1
+    for groups in range(want, min(2 * want, MAX_QUERY_GROUPS) + 1):
+        if n_q % groups == 0:
+            return groups
+    return 1
+
+
+def softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """``softmax(scale q k^T) v`` for ``q`` ``(B, N_q, c)``, ``k`` ``(B, N_k, c)``, ``v`` ``(B, N_k, c_v)``,
+    by fused attention (``scaled_dot_product_attention``), never storing the ``N_q x N_k`` matrix.
+
+    Three properties of the CPU flash kernel decide the layout (measured; see ``docs/performance.md``):
+
+    * it streams over keys only when its inputs are contiguous in the last dimension and ``q``, ``k``, ``v``
+      have one width; otherwise SDPA silently forms ``N x N``. Narrower tensors are padded with zero
+      channels, which change neither ``q . k`` (the scale is explicit) nor ``A v``;
+    * its backward runs one thread per (batch, head) pair, so a single image (``B = 1``) would train on one
+      core. The queries of each batch element are split into groups, one "head" each, attending to the
+      same keys and values (broadcast, not copied): softmax rows are independent, so this is the same
+      attention, and autograd sums the gradients of the shared keys and values.
     """
+    b, n_q, c_qk = q.shape
+    c_v = v.shape[-1]
+    if c_qk < c_v:
+        q, k = F.pad(q, (0, c_v - c_qk)), F.pad(k, (0, c_v - c_qk))
+    elif c_v < c_qk:
+        v = F.pad(v, (0, c_qk - c_v))
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    groups = _query_groups(b, n_q, q.device, needs_grad)
+    q4 = q.contiguous().reshape(b, groups, n_q // groups, q.shape[-1])
+    k4 = k.contiguous().unsqueeze(1).expand(b, groups, *k.shape[1:])
+    v4 = v.contiguous().unsqueeze(1).expand(b, groups, *v.shape[1:])
+    out = F.scaled_dot_product_attention(q4, k4, v4, scale=scale)
+    return out.reshape(b, n_q, -1)[..., :c_v]
+
+
+class SoftmaxOperator(GraphOperator):
+    """``A = softmax_j(scale * q_i . k_j)`` applied by fused attention (:func:`softmax_attention`), never
+    stored."""
 
     def __init__(self, q: Tensor, k: Tensor, scale: float):
         self.q = _upcast(q).contiguous()
@@ -95,17 +138,9 @@ class SoftmaxOperator(GraphOperator):
         self.scale = scale
 
     def matmul(self, z: Tensor) -> Tensor:
-        q, k, v = self.q, self.k, _upcast(z).contiguous()
-        c_qk, c_v = q.shape[-1], v.shape[-1]
-        # The CPU flash kernel needs q, k and v of one width; otherwise SDPA silently forms N x N.
-        # Zero channels change neither q . k (the scale is explicit) nor A v.
-        if c_qk < c_v:
-            q, k = F.pad(q, (0, c_v - c_qk)), F.pad(k, (0, c_v - c_qk))
-        elif c_v < c_qk:
-            v = F.pad(v, (0, c_qk - c_v))
         with _no_autocast(z.device.type):
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return out[..., :c_v].to(z.dtype)
+            out = softmax_attention(self.q, self.k, _upcast(z), self.scale)
+        return out.to(z.dtype)
 
     def dense(self) -> Tensor:
         with _no_autocast(self.q.device.type):

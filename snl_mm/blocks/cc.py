@@ -1,0 +1,132 @@
+"""CC: the criss-cross attention block of Huang et al. 2019 (CCNet; paper Appendix B.5)."""
+from typing import Optional, Tuple
+
+import torch.nn as nn
+from mmcv.cnn import Scale
+from torch import Tensor
+
+from snl_mm.graph import CRISS_CROSS_RANKS, CrissCrossOperator, FilterSpec, graph_filter
+from snl_mm.registry import ROOT_MODELS
+from .base import ConfigType, NonlocalBase, flatten_map, from_tokens, to_tokens
+
+
+@ROOT_MODELS.register_module()
+class CCBlock(NonlocalBase):
+    """Criss-cross attention block: ``Y = X + gamma * (A V)``, applied ``recurrence`` times.
+
+    Each position attends, with one joint softmax, to the positions that share its row and column (2D) or its
+    row, column and time line (3D), itself counted once: ``A_ij = softmax_{j in cross(i)}(q_i . k_j)`` with
+    query and key ``q, k = query_conv(X), key_conv(X)`` (``key_channels``) and value ``V = value_conv(X)``
+    (``C`` channels). In the unified form (paper Eq. 4, second Chebyshev term) this is
+    ``F(A, X) = A X W`` on the masked, random-walk normalised graph ``A = D^-1 (C o M)``, with
+    ``W = gamma W_v``. A learned scalar ``gamma`` (zero at init) replaces the output norm.
+
+    ``recurrence = R`` applies the same block (shared weights) ``R`` times, each with its own affinity, as
+    CCNet's recurrent criss-cross attention (``R = 2`` covers every pair of positions in 2D). The attention is
+    computed line by line, ``O(N (H + W [+ T]))``, never ``N x N``, in pure PyTorch (no compiled op), with the
+    softmax in float32 under autocast. In 2D one application computes what mmcv's ``CrissCrossAttention``
+    computes (the centre is excluded from the column and kept in the row, as there), and mmcv's state dict
+    loads unchanged.
+
+    Args:
+        in_channels (int): channels ``C`` of the input ``(B, C, H, W)`` or ``(B, C, T, H, W)``. A 1D input
+            ``(B, C, L)`` raises a ValueError at forward (criss-cross needs rows and columns).
+        reduction (int): ``key_channels = max(1, C // reduction)``. Default: 8 (CCNet's ``C / 8``).
+        key_channels (int, optional): query/key channels directly.
+        recurrence (int): applications of the block, ``>= 1``. Default: 2 (CCNet's ``R = 2``).
+        conv_cfg (dict, optional): 1x1 convolution config (``nn.Conv2d`` on the flattened map).
+        norm_cfg (None): CC has no output norm (``gamma`` instead); only None is accepted.
+        act_cfg (None): CC has no output activation; only None is accepted.
+        init_cfg (dict, optional): mmengine init config.
+
+    Shapes: input and output ``(B, C, *S)``, ``S = (H, W)`` or ``(T, H, W)``; ``affinity(x)``:
+    ``(B, N, N)`` (that of the first application), zero outside the criss-cross.
+
+    Checkpoint keys (mmcv's ``CrissCrossAttention``): ``query_conv``, ``key_conv`` (``C -> key_channels``),
+    ``value_conv`` (``C -> C``), all with bias, and ``gamma.scale``.
+    """
+
+    _abbr_ = 'cc_block'
+    _projection_names = ('query_conv', 'key_conv', 'value_conv')
+    spatial_ranks: Tuple[int, ...] = CRISS_CROSS_RANKS
+
+    def __init__(self,
+                 in_channels: int,
+                 reduction: int = 8,
+                 key_channels: Optional[int] = None,
+                 recurrence: int = 2,
+                 conv_cfg: ConfigType = None,
+                 norm_cfg: ConfigType = None,
+                 act_cfg: ConfigType = None,
+                 init_cfg: ConfigType = None):
+        if norm_cfg is not None:
+            raise ValueError('CCBlock: norm_cfg must be None: criss-cross attention has no output norm '
+                             f'(a learned scalar gamma, zero at init, scales its output), got {norm_cfg!r}')
+        if act_cfg is not None:
+            raise ValueError(f'CCBlock: act_cfg must be None: criss-cross attention has no output '
+                             f'activation, got {act_cfg!r}')
+        if key_channels is None:
+            if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
+                raise ValueError(f'CCBlock: reduction must be a positive integer, got {reduction!r}')
+            if isinstance(in_channels, int):
+                key_channels = max(1, in_channels // reduction)
+        elif not isinstance(key_channels, int) or isinstance(key_channels, bool) or key_channels < 1:
+            raise ValueError(f'CCBlock: key_channels must be a positive integer, got {key_channels!r}')
+        if not isinstance(recurrence, int) or isinstance(recurrence, bool) or recurrence < 1:
+            raise ValueError(f'CCBlock: recurrence must be an integer >= 1 (CCNet uses 2), got '
+                             f'{recurrence!r}')
+        super().__init__(in_channels, reduction, key_channels, conv_cfg, None, None, init_cfg)
+        self.key_channels = self.inner_channels
+        self.recurrence = recurrence
+        self.query_conv = self.pointwise(in_channels, self.key_channels)
+        self.key_conv = self.pointwise(in_channels, self.key_channels)
+        self.value_conv = self.pointwise(in_channels, in_channels)
+        self.gamma = Scale(0.0)
+        # the second Chebyshev term alone: T_1(A) V gamma
+        self.filter_spec = FilterSpec(order=2, terms=(1,))
+        self.init_weights()
+
+    def output_layers(self):
+        return []
+
+    def init_weights(self) -> None:
+        """Projections ``N(0, 0.01)``, ``gamma = 0``: the block is the identity."""
+        super().init_weights()
+        if not self.init_cfg:
+            nn.init.zeros_(self.gamma.scale)
+
+    def check_input(self, x: Tensor) -> Tuple[int, ...]:
+        if isinstance(x, Tensor) and x.dim() - 2 not in self.spatial_ranks:
+            raise ValueError(
+                f'CCBlock attends along rows and columns: it expects (B, C, H, W) or (B, C, T, H, W) input '
+                f'(len(S) in {self.spatial_ranks}), got shape {tuple(x.shape)}')
+        return super().check_input(x)
+
+    def graph_operator(self, x: Tensor) -> CrissCrossOperator:
+        """The criss-cross affinity of input ``x``."""
+        xf = flatten_map(x)
+        return CrissCrossOperator(to_tokens(self.query_conv(xf)), to_tokens(self.key_conv(xf)),
+                                  x.shape[2:])
+
+    def _attend(self, x: Tensor) -> Tensor:
+        """One application: ``x + gamma * (A V)``."""
+        op = self.graph_operator(x)
+        value = to_tokens(self.value_conv(flatten_map(x)))
+        out = graph_filter(op.matmul, value, self.filter_spec, [self.gamma])
+        return x + from_tokens(out).reshape(x.shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, *S) -> (B, C, *S)`` with ``S = (H, W)`` or ``(T, H, W)``."""
+        self.check_input(x)
+        for _ in range(self.recurrence):
+            x = self._attend(x)
+        return x
+
+    def affinity(self, x: Tensor) -> Tensor:
+        """The dense ``(B, N, N)`` float32 affinity of the first application, zero outside the cross."""
+        self.check_input(x)
+        return self.graph_operator(x).dense()
+
+    def extra_repr(self) -> str:
+        return f'in_channels={self.in_channels}, key_channels={self.key_channels}, ' \
+               f'recurrence={self.recurrence}'

@@ -1,0 +1,41 @@
+"""Double attention (A2, Chen et al. 2018) as a graph operator: gather, then distribute.
+
+The block computes ``c_n`` global descriptors ``G = F softmax_pos(B)^T`` (each a convex combination of the
+features over all positions) and gives every position a convex combination of them,
+``Z = G softmax_desc(V)``. In the spectral view this is ``Z = A F`` with the ``N x N`` affinity
+
+    ``A = softmax_desc(V)^T softmax_pos(B)``,  ``A_ij = sum_n softmax_desc(V)[n, i] softmax_pos(B)[n, j]``,
+
+``A_ij`` being how much position ``i`` takes from position ``j``. ``A`` is row-stochastic (each row is a
+mixture of distributions over positions) and has rank ``c_n``; it is applied as ``P (Q^T F)`` with
+``P = softmax_desc(V)^T`` and ``Q = softmax_pos(B)^T`` and never formed, so the cost is ``O(N c_n c_m)``.
+"""
+import torch
+from torch import Tensor
+
+from .affinity import LowRankOperator, _no_autocast, _upcast
+
+
+def double_attention(gather_logits: Tensor, distribute_logits: Tensor) -> LowRankOperator:
+    """The affinity ``A = softmax_desc(V)^T softmax_pos(B)`` of one input, as a graph operator.
+
+    Both softmaxes run in float32 (also under autocast); the operator multiplies in float32 and returns
+    its result in the signal's dtype.
+
+    Args:
+        gather_logits (Tensor): the gather maps ``B`` in token layout ``(B, N, c_n)``; normalised over the
+            ``N`` positions (one attention map per descriptor).
+        distribute_logits (Tensor): the distribute maps ``V`` in token layout ``(B, N, c_n)``; normalised
+            over the ``c_n`` descriptors (one selection per position).
+
+    Returns:
+        LowRankOperator: ``A`` of shape ``(B, N, N)``, applied in the factored order (its ``dense()`` forms
+        it, for analysis).
+    """
+    if gather_logits.dim() != 3 or gather_logits.shape != distribute_logits.shape:
+        raise ValueError('double_attention expects gather and distribute maps of one shape (B, N, c_n), '
+                         f'got {tuple(gather_logits.shape)} and {tuple(distribute_logits.shape)}')
+    with _no_autocast(gather_logits.device.type):
+        gather = torch.softmax(_upcast(gather_logits), dim=1)
+        distribute = torch.softmax(_upcast(distribute_logits), dim=2)
+    return LowRankOperator(distribute, gather, 1.0, symmetrize=False, normalize='none', path='factored')
