@@ -6,6 +6,9 @@ from snl_mm.registry import ROOT_MODELS
 from .base import ConfigType
 from .graph_block import GraphNonlocalBlock
 
+#: activations whose gradient at 0 is 0: behind a zero-initialised norm they stop all learning
+DEAD_AT_ZERO = ('ReLU', 'ReLU6')
+
 
 @ROOT_MODELS.register_module()
 class SNLBlock(GraphNonlocalBlock):
@@ -27,8 +30,10 @@ class SNLBlock(GraphNonlocalBlock):
         bias (bool): bias in the 1x1 convolutions (the official code has none). Default: False.
         conv_cfg (dict, optional): 1x1 convolution config.
         norm_cfg (dict, optional): output norm. Default: ``dict(type='BN')``.
-        act_cfg (dict, optional): activation after the norm. Default: ``dict(type='ReLU')`` as the official
-            code.
+        act_cfg (dict, optional): activation after the norm. Default: None, as Eq. 5. The official code's
+            optional ReLU is ``dict(type='ReLU')``, but behind the zero-initialised norm (identity at init)
+            its input is exactly 0, where ReLU's gradient is 0: such a block never leaves the identity, so
+            it is refused unless ``init_cfg`` initialises the block otherwise.
         init_cfg (dict, optional): mmengine init config.
 
     Checkpoint keys: ``theta``, ``phi``, ``g``, ``w1`` (the ``Z`` term), ``w2`` (the ``A Z`` term), ``w3``...
@@ -47,8 +52,13 @@ class SNLBlock(GraphNonlocalBlock):
                  bias: bool = False,
                  conv_cfg: ConfigType = None,
                  norm_cfg: ConfigType = dict(type='BN'),
-                 act_cfg: ConfigType = dict(type='ReLU'),
+                 act_cfg: ConfigType = None,
                  init_cfg: ConfigType = None):
+        if act_cfg is not None and act_cfg.get('type') in DEAD_AT_ZERO and not init_cfg:
+            raise ValueError(
+                f"SNLBlock: act_cfg={act_cfg!r} after the zero-initialised norm has zero gradient at "
+                "init, so the block would never train; use act_cfg=None (Eq. 5) or an activation with a "
+                "non-zero slope at 0 (e.g. dict(type='LeakyReLU')), or give an init_cfg")
         if not isinstance(order, int) or isinstance(order, bool) or order < 2:
             raise ValueError(f'SNLBlock: order must be an integer >= 2 (2 is Eq. 5: Z W1 + A Z W2), '
                              f'got {order!r}')

@@ -60,7 +60,7 @@ def test_defaults_are_snl_without_act():
 def test_snl_and_ns_blocks_are_configs_of_the_graph_block():
     x = _x(SHAPES[2])
     snl = randomise_(SNLBlock(8, order=3)).double().eval()
-    graph = GraphNonlocalBlock(8, graph_filter=dict(order=3), act_cfg=dict(type='ReLU')).double().eval()
+    graph = GraphNonlocalBlock(8, graph_filter=dict(order=3)).double().eval()
     graph.load_state_dict(snl.state_dict(), strict=True)
     assert torch.equal(graph(x), snl(x))
     ns = randomise_(NSBlock(8)).double().eval()

@@ -187,9 +187,9 @@ def test_order_k_is_the_chebyshev_recurrence(order, path):
         assert torch.allclose(ts[3], 4 * a @ a @ a - 3 * a, atol=1e-12)
     z = tokens(conv1x1(xf, block.g))
     y = sum(conv1x1(tokens(t @ z), getattr(block, f'w{k + 1}')) for k, t in enumerate(ts))
-    y = torch.relu(torch.nn.functional.batch_norm(
+    y = torch.nn.functional.batch_norm(
         y, block.norm.running_mean, block.norm.running_var, block.norm.weight, block.norm.bias,
-        eps=block.norm.eps))
+        eps=block.norm.eps)
     assert rel_err(block.eval()(x), (xf + y).reshape(x.shape)) < 1e-10
 
 
@@ -224,3 +224,27 @@ def test_bad_arguments():
         SNLBlock(8, path='sparse')
     with pytest.raises(ValueError, match=r'in_channels=9 is not divisible by reduction=2.*valid'):
         SNLBlock(9)
+
+
+def test_default_block_trains_from_the_identity():
+    # identity at init must not be a dead end: the zeroed norm weight gets a gradient on the first step,
+    # and after one SGD step every parameter does
+    torch.manual_seed(0)
+    block = SNLBlock(8).train()
+    x = torch.randn(2, 8, 5, 6)
+    block(x).square().sum().backward()
+    assert block.norm.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        for p in block.parameters():
+            p -= 0.1 * p.grad
+    block.zero_grad()
+    block(x).square().sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_relu_behind_the_zeroed_norm_is_refused():
+    # relu'(0) = 0: behind a zero-initialised norm the block would never leave the identity
+    with pytest.raises(ValueError, match=r"act_cfg=\{'type': 'ReLU'\} .* zero gradient at init"):
+        SNLBlock(8, act_cfg=dict(type='ReLU'))
+    SNLBlock(8, act_cfg=dict(type='LeakyReLU'))
