@@ -1,0 +1,10 @@
+# A2 (Chen et al. 2018, double attention) in the FCN head.
+data_root = 'data/cityscapes/'
+
+_base_ = './fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
+model = dict(
+    decode_head=dict(type='snl_mm.NonlocalHead', block=dict(type='A2Block', reduction=2)))
+
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader

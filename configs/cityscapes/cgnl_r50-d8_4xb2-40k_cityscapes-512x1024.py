@@ -1,0 +1,10 @@
+# CGNL (Yue et al. 2018, compact generalized nonlocal) in the FCN head; keeps its own GroupNorm.
+data_root = 'data/cityscapes/'
+
+_base_ = './fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
+model = dict(
+    decode_head=dict(type='snl_mm.NonlocalHead', block=dict(type='CGNLBlock', reduction=2)))
+
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
