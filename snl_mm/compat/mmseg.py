@@ -10,8 +10,9 @@ A second gap appears once mmcv.ops is compiled: ``mmseg/utils/tokenizer.py`` imp
 at import time although mmsegmentation lists them only as optional (upstream issue:
 https://github.com/open-mmlab/mmsegmentation/issues/3704); the ``seg`` extra of snl-mm installs them.
 
-What snl_mm does: nothing is patched. ``import snl_mm`` does not depend on ``mmseg.models`` (without compiled
-ops it is never imported); segmentation code calls :func:`require_mmseg` (one clear :class:`ImportError`) or branches on :func:`mmseg_available`.
+What snl_mm does: nothing is patched. ``import snl_mm`` works either way: :func:`mmseg_available` imports
+``mmseg.models`` only when the compiled ops are present (``snl_mm.seg`` then registers the real head), and
+segmentation code calls :func:`require_mmseg` (one clear :class:`ImportError`) where they are missing.
 ``tools/build_mmcv.sh`` builds and installs the compiled mmcv, after which both work.
 """
 import functools
