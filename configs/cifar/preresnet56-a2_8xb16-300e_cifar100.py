@@ -1,0 +1,14 @@
+# CIFAR-100, PreResNet-56 + a double-attention block (Chen et al. 2018), right after the second residual
+# block of the first stage (res1). The paper's Tables 2-5 (Cs = C/2, stage 1, one block), row "+ A^2".
+_base_ = './preresnet56_8xb16-300e_cifar100.py'
+
+model = dict(
+    backbone=dict(
+        type='snl_mm.PreResNet',
+        plugins=[
+            dict(
+                cfg=dict(type='A2Block', reduction=2),
+                stages=(True, False, False),  # res1, the first of the three stages
+                position='after_block',
+                blocks=(1, ))  # after the second residual block
+        ]))
