@@ -22,6 +22,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
+from snl_mm.compat.dist import release_process_group
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model (snl_mm, mmpretrain or '
@@ -128,6 +130,7 @@ def main() -> None:
 
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
+    release_process_group()
 
 
 if __name__ == '__main__':

@@ -25,6 +25,8 @@ from mmengine.device import get_device
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
+from snl_mm.compat.dist import release_process_group
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model (snl_mm, mmpretrain or mmaction2 config)')
@@ -176,6 +178,7 @@ def main() -> None:
     cfg = merge_args(cfg, args)
     runner = build_runner(cfg)
     runner.train()
+    release_process_group()
 
 
 if __name__ == '__main__':

@@ -127,6 +127,19 @@ def _wrap_ddp_init(original: Callable) -> Callable:
     return __init__
 
 
+def release_process_group() -> None:
+    """Wait for every rank, then destroy the default process group (if one was started).
+
+    mmengine's Runner leaves it alive until interpreter exit, where gloo's worker threads can be torn down
+    while still joinable (``terminate called without an active exception``, exit code -6, on one rank of an
+    otherwise finished run). The launchers call this when the run is over.
+    """
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def is_applied() -> bool:
     """Whether :func:`apply` has patched mmengine's distributed start and DDP wrapper."""
     return all(

@@ -206,14 +206,15 @@ def test_config_trains_and_validates(config, tiny_data, tmp_path, monkeypatch):
     ('x3', 'model.backbone.plugins.0.stages=(True,True,True)'),
 ])
 def test_ablation_configs_equal_their_documented_cfg_options(suffix, option):
-    """docs/reproducing.md: each ablation config is the main config with one --cfg-options line."""
-    docs = (REPO / 'docs' / 'reproducing.md').read_text()
+    """README.md (Reproducing the paper): each ablation config is the main config with one --cfg-options
+    line."""
+    docs = (REPO / 'README.md').read_text()
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     options = parser.parse_args(['--cfg-options', option]).cfg_options
     for block in ('nl', 'ns', 'a2', 'cgnl', 'snl'):
         ablation = f'cifar/ablation/preresnet56-{block}-{suffix}_8xb16-300e_cifar100.py'
-        assert f'`{ablation}`' in docs, f'{ablation} is not listed in docs/reproducing.md'
+        assert f'`{ablation}`' in docs, f'{ablation} is not listed in README.md'
         main = Config.fromfile(str(CONFIG_ROOT / f'cifar/preresnet56-{block}_8xb16-300e_cifar100.py'))
         main.merge_from_dict(options)
         assert main.model.to_dict() == Config.fromfile(str(CONFIG_ROOT / ablation)).model.to_dict()
