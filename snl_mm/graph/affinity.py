@@ -150,6 +150,20 @@ class SoftmaxOperator(GraphOperator):
 class LowRankOperator(GraphOperator):
     """``A = D_l^{-a} M D_r^{-b}`` for a rank-``c`` kernel ``M = s P Q^T`` (or its symmetrisation).
 
+    The normalisation is folded into the factors once per operator, so that each product ``A z`` is
+    matrix products only: with ``L``, ``R`` the row and column scalings and ``k`` the constant
+    (``s``, ``s / 2`` when symmetrised, over ``N_k`` for ``'size'``),
+
+    * factored order: ``A z = (L P) (k (R Q)^T z) [+ (L Q) (k (R P)^T z)]``, ``O(N c c_z)``; for the
+      symmetric normalisation ``L = R`` and the two scaled factors are shared;
+    * dense order: ``A = k L M R`` is formed once (``N_q x N_k``) and ``A z`` is one product.
+
+    ``matmul`` returns ``(B, N_q, c_z)`` laid out channel-major (a transposed view), the layout of the 1x1
+    convolutions around it.
+
+    The degree normalisations (``'random_walk'``, ``'symmetric'``) do not change when ``M`` is multiplied by
+    a positive constant, so ``k`` is left out of them.
+
     Args:
         p (Tensor): left factor ``(B, N_q, c)`` (already through the kernel's feature map, e.g. ReLU).
         q (Tensor): right factor ``(B, N_k, c)``.
@@ -157,6 +171,10 @@ class LowRankOperator(GraphOperator):
         symmetrize (bool): use ``(M + M^T) / 2`` (needs ``N_q == N_k``).
         normalize (str): one of :data:`NORMALIZATIONS`.
         path (str): ``'auto'`` (cost model), ``'dense'`` or ``'factored'``.
+
+    Attributes:
+        path (str): the order of products taken, ``'dense'`` or ``'factored'``.
+        left, right (Tensor | None): the row and column scalings ``D_l^{-a}``, ``D_r^{-b}`` as ``(B, N, 1)``.
     """
 
     def __init__(self, p: Tensor, q: Tensor, scale: float, symmetrize: bool, normalize: str,
@@ -166,77 +184,91 @@ class LowRankOperator(GraphOperator):
         self.symmetrize = symmetrize
         self.normalize = normalize
         self.requested_path = path
-        self._matrix: Optional[Tensor] = None
         b, n_q, c = self.p.shape
         n_k = self.q.shape[1]
         self._shape = (b, n_q, n_k, c)
+        self.path = choose_path(n_q, n_k, c, c, symmetrize, batch=b, path=path)
+        coef = scale * (0.5 if symmetrize else 1.0)
+        if normalize == 'size':
+            coef /= n_k
+        elif normalize in ('random_walk', 'symmetric') and coef > 0:
+            coef = 1.0  # invariant to a positive factor
+        self._coef = coef
+        self._matrix: Optional[Tensor] = None
         with _no_autocast(self.p.device.type):
-            self.left, self.right = self._scalings()
+            if self.path == 'dense':
+                m = torch.bmm(self.p, self.q.transpose(1, 2))
+                if symmetrize:
+                    m = m + m.transpose(1, 2)
+                if coef != 1.0:
+                    m = coef * m
+                degree = m.sum(dim=2, keepdim=True) if normalize in ('random_walk', 'symmetric') else None
+                self.left, self.right = self._scalings(degree)
+                if self.left is not None:
+                    m = self.left * m
+                if self.right is not None:
+                    m = m * self.right.transpose(1, 2)
+                self._matrix = m
+            else:
+                self.left, self.right = self._scalings(self._factored_degree())
+                # outer factors L P, L Q and inner factors R Q, R P (shared when L is R)
+                self._lp = self._scale_rows(self.left, self.p)
+                self._rq = self._scale_rows(self.right, self.q)
+                if symmetrize:
+                    shared = self.right is self.left
+                    self._lq = self._rq if shared else self._scale_rows(self.left, self.q)
+                    self._rp = self._lp if shared else self._scale_rows(self.right, self.p)
 
-    # -- the two orders of products of M @ Z ------------------------------------------------------
-    def _kernel_matmul_factored(self, z: Tensor) -> Tensor:
-        out = torch.bmm(self.p, torch.bmm(self.q.transpose(1, 2), z))
+    @staticmethod
+    def _scale_rows(scaling: Optional[Tensor], factor: Tensor) -> Tensor:
+        return factor if scaling is None else scaling * factor
+
+    def _factored_degree(self) -> Optional[Tensor]:
+        """Row sums of ``k M``, ``(B, N_q, 1)``, from the factors: ``k (P (Q^T 1) [+ Q (P^T 1)])``."""
+        if self.normalize not in ('random_walk', 'symmetric'):
+            return None
+        degree = torch.bmm(self.p, self.q.sum(dim=1).unsqueeze(-1))
         if self.symmetrize:
-            out = 0.5 * (out + torch.bmm(self.q, torch.bmm(self.p.transpose(1, 2), z)))
-        return self.scale * out
+            degree = torch.baddbmm(degree, self.q, self.p.sum(dim=1).unsqueeze(-1))
+        return degree if self._coef == 1.0 else self._coef * degree
 
-    def _kernel_matrix(self) -> Tensor:
-        m = self.scale * torch.bmm(self.p, self.q.transpose(1, 2))
-        if self.symmetrize:
-            m = 0.5 * (m + m.transpose(1, 2))
-        return m
-
-    def _scalings(self):
+    def _scalings(self, degree: Optional[Tensor]):
         """Row and column scalings ``D_l^{-a}``, ``D_r^{-b}`` as ``(B, N, 1)`` tensors (or None)."""
-        b, n_q, n_k, _ = self._shape
-        if self.normalize == 'none':
+        if degree is None:
             return None, None
-        if self.normalize == 'size':
-            return None, None
-        ones = self.p.new_ones(b, n_k, 1)
-        degree = self._kernel_matmul_factored(ones)  # (B, N_q, 1): row sums of M
         if self.normalize == 'random_walk':
             return inverse_power(degree, 1.0), None
         half = inverse_power(degree, 0.5)
         return half, half
 
-    @property
-    def path(self) -> str:
-        b, n_q, n_k, c = self._shape
-        return choose_path(n_q, n_k, c, c, self.symmetrize, batch=b, path=self.requested_path)
+    def _times_coef(self, t: Tensor) -> Tensor:
+        return t if self._coef == 1.0 else self._coef * t
 
     def matmul(self, z: Tensor) -> Tensor:
+        # Computed as (A z)^T = z^T A^T: signals come from 1x1 convolutions (channel-major memory, z a
+        # transposed view), and a channel-major result feeds the next convolution without a copy.
         dtype = z.dtype
         with _no_autocast(z.device.type):
-            z = _upcast(z)
-            if self.right is not None:
-                z = self.right * z
-            if self.path == 'dense':
-                out = torch.bmm(self._kernel_matrix_cached(), z)
+            zt = _upcast(z).transpose(1, 2)  # (B, c_z, N_k)
+            if self._matrix is not None:
+                out = torch.bmm(zt, self._matrix.transpose(1, 2))
             else:
-                out = self._kernel_matmul_factored(z)
-            if self.normalize == 'size':
-                out = out / self._shape[2]
-            if self.left is not None:
-                out = self.left * out
-        return out.to(dtype)
-
-    def _kernel_matrix_cached(self) -> Tensor:
-        # several Chebyshev terms or stacked units apply the same A: form M once per input
-        if self._matrix is None:
-            self._matrix = self._kernel_matrix()
-        return self._matrix
+                # the constant goes on the small (c_z, c) products
+                inner = self._times_coef(torch.bmm(zt, self._rq))
+                out = torch.bmm(inner, self._lp.transpose(1, 2))
+                if self.symmetrize:
+                    inner = self._times_coef(torch.bmm(zt, self._rp))
+                    out = torch.baddbmm(out, inner, self._lq.transpose(1, 2))
+        return out.transpose(1, 2).to(dtype)
 
     def dense(self) -> Tensor:
+        if self._matrix is not None:
+            return self._matrix
         with _no_autocast(self.p.device.type):
-            m = self._kernel_matrix()
-            if self.normalize == 'size':
-                m = m / self._shape[2]
-            if self.left is not None:
-                m = self.left * m
-            if self.right is not None:
-                m = m * self.right.transpose(1, 2)
-        return m
+            m = torch.bmm(self._lp, self._rq.transpose(1, 2))
+            if self.symmetrize:
+                m = torch.baddbmm(m, self._lq, self._rp.transpose(1, 2))
+        return self._times_coef(m)
 
 
 class Affinity:

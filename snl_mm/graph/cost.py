@@ -1,17 +1,27 @@
 """The cost model that picks an order of products for a low-rank affinity.
 
 For a kernel of rank ``c`` (``M = P Q^T`` with ``P, Q`` of shape ``(N, c)``) applied to a signal ``Z`` of
-``c_z`` channels, two exact orders exist:
+``c_z`` channels, two exact orders exist (:class:`~snl_mm.graph.affinity.LowRankOperator` implements both):
 
-* dense: form ``M`` (``2 N^2 c`` flops), normalise it (``~3 N^2``), multiply (``2 N^2 c_z``): time and
-  memory quadratic in ``N``;
-* factored: ``P (Q^T Z)`` (``4 N c c_z`` flops, twice that when the kernel is symmetrised) and the degrees
+* dense: form ``M`` (``2 N^2 c`` flops), symmetrise it, take its row sums and scale rows and columns
+  (``~4 N^2``, three for an unsymmetrised kernel), multiply (``2 N^2 c_z``): time and memory quadratic in
+  ``N``. This is the official SNL code's order;
+* factored: the normalisation is folded into the factors (``D^-1/2 P``, ``D^-1/2 Q``, ``O(N c)``), then
+  ``P (Q^T Z)`` (``4 N c c_z`` flops, twice that when the kernel is symmetrised) and the degrees
   ``P (Q^T 1)`` (``4 N c``): linear in ``N``.
 
-The factored order wins when ``N`` is large against ``c``: for SNL (symmetrised, ``c = c_z``) the crossing is
-at ``N ~ 2 c``, so ``Cs = 512`` takes the dense order at an ImageNet res4 map (``N = 196``) and the factored
-order from ``N ~ 1024`` on. A dense affinity also has to fit in memory: past ``dense_limit_bytes`` the
-factored order is taken whatever the flop count says.
+The model compares the two flop counts per call; the order with fewer flops is taken. For SNL
+(symmetrised, ``c = c_z``) the crossing is at ``N ~ 2 c``: ``Cs = 512`` takes the dense order at an
+ImageNet res4 map (``N = 196``) and the factored order from ``N ~ 1024`` on. A dense affinity also has to fit
+in memory: past ``dense_limit_bytes`` the factored order is taken whatever the flop count says.
+
+Measured on a 2-core CPU (``tools/analysis/benchmark_blocks.py --compare-paths``: forward + backward of
+``SNLBlock`` with ``path='dense'`` and ``'factored'``, interleaved; ``docs/performance.md``), the orders cross
+where the model says: dense / factored time 0.72 at ``N = 196``, 0.98 at 784, 1.09 at 1024, 1.45 at 2304 for
+``Cs = 512``; 1.00 at ``N = 576`` for ``Cs = 256``; 0.97 at ``N = 144`` for ``Cs = 64``. At no measured point
+is the model's choice more than 9% slower than the other order. Both orders are GEMM-bound, so the flop
+count is the model, with no calibration constant. ``path='dense'`` / ``'factored'`` overrides it (benchmarks,
+tests).
 """
 from typing import Literal
 

@@ -1,0 +1,16 @@
+"""Library code of ``tools/analysis``: the block benchmark (:mod:`snl_mm.analysis.benchmark`) and the
+parameter/FLOP counts (:mod:`snl_mm.analysis.flops`).
+
+Importing this package is cheap: the submodules (which pull in mmengine's analysis, matplotlib, mmpretrain)
+load on first attribute access.
+"""
+import importlib
+from typing import Any
+
+__all__ = ['benchmark', 'flops']
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return importlib.import_module(f'{__name__}.{name}')
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
