@@ -1,5 +1,5 @@
-"""Library code of ``tools/analysis``: the block benchmark (:mod:`snl_mm.analysis.benchmark`) and the
-parameter/FLOP counts (:mod:`snl_mm.analysis.flops`).
+"""Library code of ``tools/analysis``: the block benchmark (:mod:`snl_mm.analysis.benchmark`), the
+parameter/FLOP counts (:mod:`snl_mm.analysis.flops`) and the attention maps (:mod:`snl_mm.analysis.attention`).
 
 Importing this package is cheap: the submodules (which pull in mmengine's analysis, matplotlib, mmpretrain)
 load on first attribute access.
@@ -7,7 +7,7 @@ load on first attribute access.
 import importlib
 from typing import Any
 
-__all__ = ['benchmark', 'flops']
+__all__ = ['attention', 'benchmark', 'flops']
 
 
 def __getattr__(name: str) -> Any:
