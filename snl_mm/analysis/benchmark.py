@@ -58,7 +58,7 @@ DEVICES = ('cpu', 'cuda')
 #: operators whose self time is the block's matrix-product floor.
 PRODUCT_OPS = frozenset({
     'aten::mm', 'aten::bmm', 'aten::addmm', 'aten::baddbmm', 'aten::addbmm', 'aten::mv', 'aten::addmv',
-    'aten::dot', 'aten::mkldnn_convolution', 'aten::convolution_backward',
+    'aten::addmm_', 'aten::baddbmm_', 'aten::addbmm_', 'aten::addmv_', 'aten::dot', 'aten::mkldnn_convolution', 'aten::convolution_backward',
     'aten::_slow_conv2d_forward', 'aten::_slow_conv2d_backward', 'aten::thnn_conv2d',
     'aten::cudnn_convolution', 'aten::_scaled_dot_product_flash_attention_for_cpu',
     'aten::_scaled_dot_product_flash_attention_for_cpu_backward',

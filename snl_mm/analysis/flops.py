@@ -3,16 +3,18 @@
 Counting follows mmengine's analysis (``mmengine.analysis.FlopAnalyzer``, fvcore's rules): one
 multiply-accumulate is one FLOP, and only the operators with a handle count. mmengine's own handles cover
 convolutions, ``linear``/``addmm``, ``bmm``, ``matmul``, ``einsum`` and the norms; the blocks also use
-``scaled_dot_product_attention``, ``baddbmm`` and broadcast ``matmul`` (its handle drops the broadcast batch
-of the second operand), so :func:`product_handles` adds or replaces those. Elementwise work (softmax,
+``scaled_dot_product_attention``, ``baddbmm`` (also in place), ``bmm`` into an ``out=`` buffer and broadcast
+``matmul`` (its handle drops the broadcast batch of the second operand), so :func:`product_handles` adds or
+replaces those. Elementwise work (softmax,
 degrees, ReLU) is not counted, as in fvcore.
 
 Two figures are given for the blocks:
 
 * the full count: every counted operator of the blocks (their 1x1 convolutions, norms and matrix
   products) and all their parameters;
-* the paper's counting (its Table 6): the multiply-accumulates of the blocks' 1x1 convolutions and the
-  number of their convolution weights. The paper gives these figures truncated to two decimals: NL's
+* the paper's counting (its Table 6): the multiply-accumulates of the blocks' 1x1 convolutions (run as
+  convolutions, or as the equivalent ``linear`` map on a map in token layout, as CC does) and the number of
+  their convolution weights. The paper gives these figures truncated to two decimals: NL's
   ``4 x 1024 x 512 = 2,097,152`` weights appear as ``+2.09M`` (rounding would give 2.10).
 """
 import math
@@ -31,6 +33,8 @@ PAPER_TABLE6 = {
     'CGNLBlock': (0.41, 2.09),
     'A2Block': (0.41, 2.62),
 }
+#: the operators a block's 1x1 convolutions run as (the paper's FLOP count)
+POINTWISE_OPS = ('conv', 'linear')
 
 
 def _shape(value) -> List[int]:
@@ -80,7 +84,9 @@ def product_handles() -> Dict[str, Any]:
     return {
         'aten::matmul': matmul_flop_jit,
         'aten::mm': matmul_flop_jit,
+        'aten::bmm': matmul_flop_jit,  # also with ``out=`` (a third input)
         'aten::baddbmm': baddbmm_flop_jit,
+        'aten::baddbmm_': baddbmm_flop_jit,
         'aten::addbmm': baddbmm_flop_jit,
         'aten::mv': mv_flop_jit,
         'aten::scaled_dot_product_attention': sdpa_flop_jit,
@@ -177,7 +183,7 @@ def analyze(model: nn.Module, inputs: Tuple) -> ComplexityReport:
         blocks.append(
             BlockCost(name=name, type=type(module).__name__, params=params.get(name, 0),
                       conv_weights=sum(m.weight.numel() for m in convs), flops=by_module.get(name, 0),
-                      conv_flops=ops.get('conv', 0), by_operator=ops))
+                      conv_flops=sum(ops.get(op, 0) for op in POINTWISE_OPS), by_operator=ops))
     first = inputs[0] if isinstance(inputs, (tuple, list)) else inputs
     return ComplexityReport(params=params[''], flops=analyzer.total(), by_operator=dict(analyzer.by_operator()),
                             blocks=blocks, input_shape=tuple(getattr(first, 'shape', ())),

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, constant_init, normal_init
 from torch import Tensor
@@ -42,6 +43,35 @@ def to_tokens(m: Tensor) -> Tensor:
 def from_tokens(t: Tensor) -> Tensor:
     """``(B, N, c) -> (B, c, N, 1)``."""
     return t.transpose(1, 2).unsqueeze(-1)
+
+
+def _is_plain_pointwise(conv: nn.Module) -> bool:
+    return type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and conv.groups == 1 \
+        and set(conv.kernel_size) == {1} and set(conv.stride) == {1} and not any(conv.padding)
+
+
+def pointwise_tokens(convs: Sequence[nn.Module], t: Tensor) -> Tensor:
+    """1x1 convolutions applied to a grid in token layout ``(B, *S, C_in)``, their outputs concatenated on
+    the channels: ``(B, *S, sum C_out)``.
+
+    Plain 1x1 ``nn.Conv{1,2,3}d`` layers are one matrix product ``t [W_1; W_2; ...]^T + b`` on the channels,
+    computed in place of the convolutions so that the grid keeps its layout and the input gradient is one
+    product; any other layer (a custom ``conv_cfg``) runs as a convolution on the flattened channel-first
+    map.
+    """
+    if all(_is_plain_pointwise(conv) for conv in convs):
+        weight = torch.cat([conv.weight.flatten(1) for conv in convs])
+        biases = [conv.bias for conv in convs]
+        if all(b is None for b in biases):
+            bias = None
+        else:
+            bias = torch.cat([b if b is not None else conv.weight.new_zeros(conv.out_channels)
+                              for b, conv in zip(biases, convs)])
+        return F.linear(t, weight, bias)
+    b, c = t.shape[0], t.shape[-1]
+    flat = from_tokens(t.reshape(b, -1, c))
+    out = torch.cat([conv(flat) for conv in convs], dim=1)
+    return to_tokens(out).reshape(*t.shape[:-1], -1)
 
 
 class NonlocalBase(BaseModule):

@@ -5,9 +5,9 @@ import torch.nn as nn
 from mmcv.cnn import Scale
 from torch import Tensor
 
-from snl_mm.graph import CRISS_CROSS_RANKS, CrissCrossOperator, FilterSpec, graph_filter
+from snl_mm.graph import CRISS_CROSS_RANKS, CrissCrossOperator, criss_cross_attention
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, flatten_map, from_tokens, to_tokens
+from .base import ConfigType, NonlocalBase, pointwise_tokens
 
 
 @ROOT_MODELS.register_module()
@@ -24,9 +24,11 @@ class CCBlock(NonlocalBase):
     ``recurrence = R`` applies the same block (shared weights) ``R`` times, each with its own affinity, as
     CCNet's recurrent criss-cross attention (``R = 2`` covers every pair of positions in 2D). The attention is
     computed line by line, ``O(N (H + W [+ T]))``, never ``N x N``, in pure PyTorch (no compiled op), with the
-    softmax in float32 under autocast. In 2D one application computes what mmcv's ``CrissCrossAttention``
-    computes (the centre is excluded from the column and kept in the row, as there), and mmcv's state dict
-    loads unchanged.
+    softmax in float32 under autocast. All applications run on the map in token layout ``(B, *S, C)``
+    (transposed once on the way in and once on the way out): the three projections are one matrix product,
+    and ``X + gamma (A V)`` is one fused operation (:func:`snl_mm.graph.criss_cross_attention`). In 2D one
+    application computes what mmcv's ``CrissCrossAttention`` computes (the centre is excluded from the column
+    and kept in the row, as there), and mmcv's state dict loads unchanged.
 
     Args:
         in_channels (int): channels ``C`` of the input ``(B, C, H, W)`` or ``(B, C, T, H, W)``. A 1D input
@@ -82,8 +84,6 @@ class CCBlock(NonlocalBase):
         self.key_conv = self.pointwise(in_channels, self.key_channels)
         self.value_conv = self.pointwise(in_channels, in_channels)
         self.gamma = Scale(0.0)
-        # the second Chebyshev term alone: T_1(A) V gamma
-        self.filter_spec = FilterSpec(order=2, terms=(1,))
         self.init_weights()
 
     def output_layers(self):
@@ -103,24 +103,27 @@ class CCBlock(NonlocalBase):
         return super().check_input(x)
 
     def graph_operator(self, x: Tensor) -> CrissCrossOperator:
-        """The criss-cross affinity of input ``x``."""
-        xf = flatten_map(x)
-        return CrissCrossOperator(to_tokens(self.query_conv(xf)), to_tokens(self.key_conv(xf)),
-                                  x.shape[2:])
+        """The criss-cross affinity of input ``x`` ``(B, C, *S)``."""
+        grid = x.movedim(1, -1)
+        qk = pointwise_tokens([self.query_conv, self.key_conv], grid).reshape(x.shape[0], -1,
+                                                                             2 * self.key_channels)
+        q, k = qk.split(self.key_channels, dim=-1)
+        return CrissCrossOperator(q, k, x.shape[2:])
 
-    def _attend(self, x: Tensor) -> Tensor:
-        """One application: ``x + gamma * (A V)``."""
-        op = self.graph_operator(x)
-        value = to_tokens(self.value_conv(flatten_map(x)))
-        out = graph_filter(op.matmul, value, self.filter_spec, [self.gamma])
-        return x + from_tokens(out).reshape(x.shape)
+    def _attend(self, grid: Tensor) -> Tensor:
+        """One application on a grid in token layout ``(B, *S, C)``: ``grid + gamma (A V)``."""
+        qkv = pointwise_tokens([self.query_conv, self.key_conv, self.value_conv], grid)
+        return criss_cross_attention(qkv, self.key_channels, self.gamma.scale, residual=grid)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, *S) -> (B, C, *S)`` with ``S = (H, W)`` or ``(T, H, W)``."""
         self.check_input(x)
+        # all applications run in token layout, where the lines of the grid are matrices BLAS reads in
+        # place: the input is transposed once and the output once
+        grid = x.movedim(1, -1).contiguous()
         for _ in range(self.recurrence):
-            x = self._attend(x)
-        return x
+            grid = self._attend(grid)
+        return grid.movedim(-1, 1).contiguous()
 
     def affinity(self, x: Tensor) -> Tensor:
         """The dense ``(B, N, N)`` float32 affinity of the first application, zero outside the cross."""

@@ -10,12 +10,20 @@ The logits are computed line by line (``O(N (H + W [+ T]) c)``, never an ``N x N
 every line through ``i``; it is kept on the last axis (``W``) and masked with ``-inf`` on the others, as mmcv's
 ``CrissCrossAttention`` does in 2D, so that it is counted once. The logits, the softmax and the weighted sum
 run in float32 (also under autocast).
+
+Layout: signals are grids in token layout ``(B, *S, c)``. A line along any axis is then a matrix whose rows
+are ``c`` contiguous channels a fixed stride apart, which BLAS reads in place: every product below runs on
+strided views of the grids (:func:`_lines`) and writes into views of one output buffer, so no line is ever
+copied into a line-major layout. Queries, keys and values arrive packed in one tensor (one projection makes
+them) and the backward is written out (:class:`_CrissCrossAttention`), so that their gradients land in one
+buffer too; it keeps only the ``(B, N, H + W [+ T])`` attention weights.
 """
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .affinity import GraphOperator, _no_autocast, _upcast
 
@@ -43,9 +51,165 @@ def criss_cross_mask(spatial: Sequence[int], device=None) -> Tensor:
     return differing <= 1
 
 
-def _lines(t: Tensor, axis: int) -> Tensor:
-    """``(B, *S, c) -> (B, *S without axis, S[axis], c)``: the grid's lines along ``axis`` as a batch."""
-    return t.movedim(1 + axis, -2)
+def _split(batch: int, spatial: Tuple[int, ...], axis: int) -> Tuple[int, int, int]:
+    """``(outer, length, inner)``: the grid ``(B, *S)`` seen as ``(outer, S[axis], inner)``."""
+    return batch * math.prod(spatial[:axis]), spatial[axis], math.prod(spatial[axis + 1:])
+
+
+def _lines(grid: Tensor, spatial: Tuple[int, ...], axis: int) -> List[Tensor]:
+    """Views of the lines of a contiguous grid ``(B, *S, c)`` along ``axis``, as 3D batches of
+    ``(length, c)`` matrices: one batch of all lines for the last axis, else one batch per outer index."""
+    outer, length, inner = _split(grid.shape[0], spatial, axis)
+    view = grid.view(outer, length, inner, grid.shape[-1])
+    if inner == 1:
+        return [view[:, :, 0]]
+    return list(view.transpose(1, 2).unbind(0))
+
+
+def _weight_lines(weights: Tensor) -> List[Tensor]:
+    """``(outer, inner, L, L)`` line matrices, batched as :func:`_lines` batches the grid's lines."""
+    outer, inner, length = weights.shape[:3]
+    if inner == 1:
+        return [weights.view(outer, length, length)]
+    return list(weights.unbind(0))
+
+
+def _by_position(t: Tensor) -> Tensor:
+    """``(outer, inner, L) -> (outer * L * inner,)``: per-line values in row-major position order."""
+    return t.transpose(1, 2).reshape(-1)
+
+
+def _as_lines(values: Tensor, like: Tensor) -> Tensor:
+    """Inverse of :func:`_by_position`, broadcast over the key axis of ``like`` ``(outer, inner, L, L)``."""
+    outer, inner, length = like.shape[:3]
+    return values.view(outer, length, inner).transpose(1, 2).unsqueeze(-1)
+
+
+def _line_products(out_grid: Tensor, spatial, axis: int, left: Tensor, right: Tensor,
+                   transpose_left: bool, accumulate: bool) -> None:
+    """``out_lines (+)= left_lines @ right_lines`` for one axis: ``left`` is ``(outer, inner, L, L)`` line
+    matrices (transposed when ``transpose_left``), ``right`` and ``out_grid`` grids ``(B, *S, c)``."""
+    beta = 1 if accumulate else 0  # beta = 0 ignores the (uninitialised) output
+    for w, r, o in zip(_weight_lines(left), _lines(right, spatial, axis), _lines(out_grid, spatial, axis)):
+        o.baddbmm_(w.transpose(1, 2) if transpose_left else w, r, beta=beta)
+
+
+def _line_softmax(q: Tensor, k: Tensor, spatial: Tuple[int, ...]) -> List[Tensor]:
+    """The attention split by axis: for axis ``d`` an ``(outer, inner, S[d], S[d])`` tensor, entry
+    ``[o, i, l, m]`` the weight that the query at line position ``l`` gives the key at ``m`` (the centre
+    only on the last axis). ``q``, ``k`` are contiguous grids ``(B, *S, c)``."""
+    rank = len(spatial)
+    energies = []
+    for axis in range(rank):
+        outer, length, inner = _split(q.shape[0], spatial, axis)
+        energy = q.new_empty(outer, inner, length, length)
+        for e, ql, kl in zip(_weight_lines(energy), _lines(q, spatial, axis), _lines(k, spatial, axis)):
+            torch.bmm(ql, kl.transpose(1, 2), out=e)
+        if axis < rank - 1:
+            energy.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
+        energies.append(energy)
+    # one softmax over the whole cross: combine the per-line maxima and sums position by position
+    peak = torch.stack([_by_position(e.amax(-1)) for e in energies]).amax(0)
+    total = 0
+    for energy in energies:
+        energy.sub_(_as_lines(peak, energy)).exp_()
+        total = total + _by_position(energy.sum(-1))
+    for energy in energies:
+        energy.div_(_as_lines(total, energy))
+    return energies
+
+
+class _CrissCrossAttention(torch.autograd.Function):
+    """``residual + scale * (A v)`` from packed ``qkv`` grids ``(B, *S, 2 c + c_v)``, written-out backward.
+
+    The gradient of ``qkv`` is written into one buffer, channel slice by channel slice, so that the
+    projection that produced ``qkv`` gets it without a concatenation; ``scale`` is folded into the small
+    attention weights instead of a pass over the values.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, key_channels: int, spatial: Tuple[int, ...], scale: Optional[Tensor],
+                residual: Optional[Tensor]) -> Tensor:
+        qkv = qkv.contiguous()
+        q, k, v = _unpack(qkv, key_channels)
+        weights = _line_softmax(q, k, spatial)
+        attended = qkv.new_empty(v.shape)
+        for axis in reversed(range(len(spatial))):
+            _line_products(attended, spatial, axis, weights[axis], v, False, axis < len(spatial) - 1)
+        if residual is not None:
+            out = torch.addcmul(residual, attended, scale) if scale is not None else residual + attended
+        else:
+            out = attended * scale if scale is not None else attended
+        ctx.key_channels, ctx.spatial = key_channels, spatial
+        keep = attended if scale is not None and ctx.needs_input_grad[3] else None
+        ctx.save_for_backward(qkv, scale, keep, *weights)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        qkv, scale, attended, *weights = ctx.saved_tensors
+        spatial = ctx.spatial
+        grad_out = grad_out.contiguous()
+        grad_scale = grad_qkv = None
+        if attended is not None:
+            grad_scale = torch.dot(grad_out.reshape(-1), attended.reshape(-1)).reshape(scale.shape)
+        if ctx.needs_input_grad[0]:
+            # d(A v) = scale * dY: the scale goes on the attention weights, not on a pass over dY
+            scaled = weights if scale is None else [w * scale for w in weights]
+            q, k, v = _unpack(qkv, ctx.key_channels)
+            grad_qkv = torch.empty_like(qkv)
+            grad_q, grad_k, grad_v = _unpack(grad_qkv, ctx.key_channels)
+            grad_weights, inner = [], 0
+            for axis, (w, ws) in enumerate(zip(weights, scaled)):
+                _line_products(grad_v, spatial, axis, ws, grad_out, True, axis > 0)
+                # G = dY_lines V_lines^T in the layout of W, and sum_cross(W * G) for the softmax
+                grad_w = torch.empty_like(w)
+                for gw, go, vl in zip(_weight_lines(grad_w), _lines(grad_out, spatial, axis),
+                                      _lines(v, spatial, axis)):
+                    torch.bmm(go, vl.transpose(1, 2), out=gw)
+                inner = inner + _by_position((w * grad_w).sum(-1))
+                grad_weights.append(grad_w)
+            for axis, (ws, grad_e) in enumerate(zip(scaled, grad_weights)):
+                # softmax backward over the cross: dE = scale * W * (G - sum_cross(W * G))
+                grad_e.sub_(_as_lines(inner, grad_e)).mul_(ws)
+                _line_products(grad_q, spatial, axis, grad_e, k, False, axis > 0)
+                _line_products(grad_k, spatial, axis, grad_e, q, True, axis > 0)
+        grad_residual = grad_out if ctx.needs_input_grad[4] else None
+        return grad_qkv, None, None, grad_scale, grad_residual
+
+
+def _unpack(qkv: Tensor, key_channels: int) -> Tuple[Tensor, Tensor, Tensor]:
+    return qkv[..., :key_channels], qkv[..., key_channels:2 * key_channels], qkv[..., 2 * key_channels:]
+
+
+def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor] = None,
+                          residual: Optional[Tensor] = None) -> Tensor:
+    """``residual + scale * (A v)`` with ``A`` the criss-cross attention of queries ``q`` and keys ``k``.
+
+    Args:
+        qkv (Tensor): queries, keys and values packed on the channels of one grid in token layout
+            ``(B, *S, 2 c + c_v)``, ``S = (H, W)`` or ``(T, H, W)``: ``q = qkv[..., :c]``,
+            ``k = qkv[..., c:2c]``, ``v = qkv[..., 2c:]`` (one projection computes all three).
+        key_channels (int): ``c``.
+        scale (Tensor, optional): a factor broadcast over ``A v`` (CC's learned ``gamma``).
+        residual (Tensor, optional): ``(B, *S, c_v)`` added to the result.
+
+    Returns:
+        Tensor: ``(B, *S, c_v)``; computed in at least float32, in the dtype of ``qkv`` when no residual is
+        given.
+    """
+    spatial = _check_spatial(qkv.shape[1:-1])
+    if not (isinstance(key_channels, int) and 0 < key_channels and 2 * key_channels < qkv.shape[-1]):
+        raise ValueError(f'criss-cross attention: key_channels={key_channels} leaves no value channels in '
+                         f'qkv of shape {tuple(qkv.shape)} (needs 2 * key_channels < {qkv.shape[-1]})')
+    if residual is not None and residual.shape != (*qkv.shape[:-1], qkv.shape[-1] - 2 * key_channels):
+        raise ValueError(f'criss-cross attention: residual of shape {tuple(residual.shape)} does not match '
+                         f'the values of qkv {tuple(qkv.shape)} with key_channels={key_channels}')
+    with _no_autocast(qkv.device.type):
+        out = _CrissCrossAttention.apply(_upcast(qkv), key_channels, spatial,
+                                         None if scale is None else _upcast(scale), residual)
+    return out if residual is not None else out.to(qkv.dtype)
 
 
 class CrissCrossOperator(GraphOperator):
@@ -63,49 +227,38 @@ class CrissCrossOperator(GraphOperator):
         if q.dim() != 3 or q.shape != k.shape or q.shape[1] != n:
             raise ValueError(f'criss-cross attention expects q and k of shape (B, N={n}, c), got '
                              f'{tuple(q.shape)} and {tuple(k.shape)}')
-        self.q = _upcast(q)
-        self.k = _upcast(k)
-        self._weights: List[Tensor] = []
+        self.q = q
+        self.k = k
 
     def _grid(self, t: Tensor) -> Tensor:
         return t.reshape(t.shape[0], *self.spatial, t.shape[-1])
 
     def line_weights(self) -> List[Tensor]:
-        """The attention split by axis: for axis ``d`` a ``(B, *S, S[d])`` tensor whose ``[..., l]`` entry is
-        the weight of the position at coordinate ``l`` on the query's line along ``d`` (the centre only on
-        the last axis). Computed once per operator."""
-        if self._weights:
-            return self._weights
-        rank = len(self.spatial)
-        with _no_autocast(self.q.device.type):
-            q, k = self._grid(self.q), self._grid(self.k)
-            logits = []
-            for axis in range(rank):
-                energy = _lines(q, axis) @ _lines(k, axis).transpose(-1, -2)  # (..., query, key)
-                if axis < rank - 1:
-                    length = self.spatial[axis]
-                    centre = torch.eye(length, dtype=torch.bool, device=energy.device)
-                    energy = energy.masked_fill(centre, float('-inf'))
-                logits.append(energy.movedim(-2, 1 + axis))
-            attention = torch.softmax(torch.cat(logits, dim=-1), dim=-1)
-        self._weights = list(attention.split(list(self.spatial), dim=-1))
-        return self._weights
+        """The attention split by axis: for axis ``d`` a float32 ``(B, *S, S[d])`` tensor whose ``[..., l]``
+        entry is the weight of the position at coordinate ``l`` on the query's line along ``d`` (the centre
+        only on the last axis). For analysis: not differentiable."""
+        with torch.no_grad(), _no_autocast(self.q.device.type):
+            q, k = (_upcast(self._grid(t)).contiguous() for t in (self.q, self.k))
+            weights = _line_softmax(q, k, self.spatial)
+        b = self.q.shape[0]
+        out = []
+        for axis, w in enumerate(weights):
+            outer, length, inner = _split(b, self.spatial, axis)
+            # (outer, inner, L_query, L_key) -> (outer, L_query, inner, L_key) -> (B, *S, L_key)
+            out.append(w.transpose(1, 2).reshape(b, *self.spatial, length))
+        return out
 
     def matmul(self, z: Tensor) -> Tensor:
         """``A z`` for signals ``z`` of shape ``(B, N, c_z)``."""
-        dtype = z.dtype
-        weights = self.line_weights()
-        with _no_autocast(z.device.type):
-            v = self._grid(_upcast(z))
-            out = 0
-            for axis, w in enumerate(weights):
-                gathered = _lines(w, axis) @ _lines(v, axis)  # (..., query, c_z)
-                out = out + gathered.movedim(-2, 1 + axis)
-        return out.reshape(z.shape[0], -1, z.shape[-1]).to(dtype)
+        dtype = torch.promote_types(self.q.dtype, z.dtype)
+        qkv = torch.cat([t.to(dtype) for t in (self.q, self.k, z)], dim=-1)
+        out = criss_cross_attention(self._grid(qkv), self.q.shape[-1])
+        return out.reshape(z.shape).to(z.dtype)
 
     def dense(self) -> Tensor:
         """The dense ``(B, N, N)`` float32 affinity, zero outside the criss-cross (analysis only)."""
         with _no_autocast(self.q.device.type):
-            logits = self.q @ self.k.transpose(1, 2)
+            q, k = _upcast(self.q), _upcast(self.k)
+            logits = q @ k.transpose(1, 2)
             mask = criss_cross_mask(self.spatial, device=logits.device)
             return torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1)

@@ -6,7 +6,8 @@ from mmengine.model import BaseModule
 from tests.blocks.reference import randomise_
 
 from snl_mm.blocks import NLBlock, NSBlock, SNLBlock
-from snl_mm.blocks.base import NonlocalBase, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+from snl_mm.blocks.base import (NonlocalBase, flat_norm_cfg, flatten_map, from_tokens, pointwise_tokens,
+                                to_tokens)
 
 
 def _x(shape, seed=1):
@@ -34,6 +35,19 @@ def test_token_layout_round_trip(shape):
     assert t.shape == (2, x[0, 0].numel(), 3)
     assert torch.equal(t[1, 5], x.reshape(2, 3, -1)[1, :, 5])
     assert torch.equal(from_tokens(t), flat)
+
+
+@pytest.mark.parametrize('conv_type', ['Conv2d', 'ConvWS'])
+def test_pointwise_tokens_equals_the_convolutions(conv_type):
+    """Plain 1x1 convolutions run as one matrix product on the token layout; other layers (weight
+    standardisation) as themselves. Either way the outputs are the convolutions', concatenated."""
+    from mmcv.cnn import build_conv_layer
+    torch.manual_seed(0)
+    convs = [build_conv_layer(dict(type=conv_type), 6, c, kernel_size=1, bias=bias).double()
+             for c, bias in ((2, True), (3, False), (4, True))]
+    x = torch.randn(2, 6, 3, 5, dtype=torch.float64)
+    expected = torch.cat([conv(x) for conv in convs], dim=1).movedim(1, -1)
+    assert torch.allclose(pointwise_tokens(convs, x.movedim(1, -1)), expected, atol=1e-13)
 
 
 def test_channel_arguments():

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from snl_mm.graph import CrissCrossOperator, criss_cross_mask
+from snl_mm.graph import CrissCrossOperator, criss_cross_attention, criss_cross_mask
 
 GRIDS = [(4, 5), (1, 6), (5, 1), (1, 1), (3, 4, 5), (1, 3, 4), (3, 1, 1), (2, 1, 3)]
 
@@ -92,6 +92,33 @@ def test_gradcheck():
     spatial = (2, 2, 3)
     q, k, z = (_randn(1, 12, c, seed=s).requires_grad_() for s, c in ((1, 2), (2, 2), (3, 2)))
     assert torch.autograd.gradcheck(lambda q, k, z: CrissCrossOperator(q, k, spatial).matmul(z), (q, k, z))
+
+
+@pytest.mark.parametrize('spatial', [(3, 4), (2, 3, 4), (1, 5)], ids=str)
+def test_fused_residual_and_scale(spatial):
+    """``residual + scale * (A v)`` from packed ``qkv``: values and gradients (``qkv``, the scale, the
+    residual) against the masked dense softmax."""
+    n, c, c_v = torch.Size(spatial).numel(), 2, 3
+    qkv = _randn(2, *spatial, 2 * c + c_v, seed=4).requires_grad_()
+    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    residual = _randn(2, *spatial, c_v, seed=5).requires_grad_()
+    q, k, v = (t.reshape(2, n, -1) for t in qkv.split([c, c, c_v], dim=-1))
+    expected = residual + scale * (masked_softmax_reference(q, k, spatial) @ v).reshape(residual.shape)
+    assert torch.allclose(criss_cross_attention(qkv, c, scale, residual), expected, rtol=0, atol=1e-13)
+    assert torch.allclose(criss_cross_attention(qkv, c),
+                          (masked_softmax_reference(q, k, spatial) @ v).reshape(residual.shape), atol=1e-13)
+    assert torch.autograd.gradcheck(lambda *t: criss_cross_attention(t[0], c, *t[1:]), (qkv, scale, residual))
+    assert torch.autograd.gradcheck(lambda t: criss_cross_attention(t, c, scale.detach()), (qkv, ))
+
+
+def test_fused_bad_arguments():
+    qkv = _randn(1, 3, 4, 5)
+    with pytest.raises(ValueError, match=r'key_channels=3 leaves no value channels'):
+        criss_cross_attention(qkv, 3)
+    with pytest.raises(ValueError, match=r'residual of shape \(1, 3, 4, 2\) does not match'):
+        criss_cross_attention(qkv, 1, residual=_randn(1, 3, 4, 2))
+    with pytest.raises(ValueError, match=r'grid of rank \(2, 3\)'):
+        criss_cross_attention(_randn(1, 3, 5), 1)
 
 
 def test_bad_grids():
