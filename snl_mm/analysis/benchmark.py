@@ -825,7 +825,10 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str) -> None:
         ax.set_xlabel('positions N')
         ax.set_title(title)
         ax.grid(True, which='both', alpha=0.3)
-    axes[1].legend(fontsize=6, loc='best')
+    for ax in axes:  # one legend, on the panel that has lines (--no-time / --no-memory leave one empty)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc='best')
+            break
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

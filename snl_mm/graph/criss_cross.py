@@ -123,8 +123,8 @@ class _CrissCrossAttention(torch.autograd.Function):
     """``residual + scale * (A v)`` from packed ``qkv`` grids ``(B, *S, 2 c + c_v)``, written-out backward.
 
     The gradient of ``qkv`` is written into one buffer, channel slice by channel slice, so that the
-    projection that produced ``qkv`` gets it without a concatenation; ``scale`` is folded into the small
-    attention weights instead of a pass over the values.
+    projection that produced ``qkv`` gets it without a concatenation; ``scale`` multiplies the attention
+    weights (``N (H + W)`` entries) instead of the values (``N C``).
     """
 
     @staticmethod
@@ -155,24 +155,28 @@ class _CrissCrossAttention(torch.autograd.Function):
         if attended is not None:
             grad_scale = torch.dot(grad_out.reshape(-1), attended.reshape(-1)).reshape(scale.shape)
         if ctx.needs_input_grad[0]:
-            # d(A v) = scale * dY: the scale goes on the attention weights, not on a pass over dY
-            scaled = weights if scale is None else [w * scale for w in weights]
+            # d(A v) = scale * dY. The attention weights are the only tensors here that grow faster than N
+            # (N (H + W [+ T])), so they get no copies beyond one gradient buffer per axis.
             q, k, v = _unpack(qkv, ctx.key_channels)
             grad_qkv = torch.empty_like(qkv)
             grad_q, grad_k, grad_v = _unpack(grad_qkv, ctx.key_channels)
-            grad_weights, inner = [], 0
-            for axis, (w, ws) in enumerate(zip(weights, scaled)):
-                _line_products(grad_v, spatial, axis, ws, grad_out, True, axis > 0)
-                # G = dY_lines V_lines^T in the layout of W, and sum_cross(W * G) for the softmax
-                grad_w = torch.empty_like(w)
-                for gw, go, vl in zip(_weight_lines(grad_w), _lines(grad_out, spatial, axis),
+            products, inner = [], 0
+            for axis, w in enumerate(weights):
+                _line_products(grad_v, spatial, axis, w if scale is None else w * scale, grad_out, True,
+                               axis > 0)
+                # P = W * G with G = dY_lines V_lines^T (in the layout of W), and sum_cross(P)
+                prod = torch.empty_like(w)
+                for pw, go, vl in zip(_weight_lines(prod), _lines(grad_out, spatial, axis),
                                       _lines(v, spatial, axis)):
-                    torch.bmm(go, vl.transpose(1, 2), out=gw)
-                inner = inner + _by_position((w * grad_w).sum(-1))
-                grad_weights.append(grad_w)
-            for axis, (ws, grad_e) in enumerate(zip(scaled, grad_weights)):
-                # softmax backward over the cross: dE = scale * W * (G - sum_cross(W * G))
-                grad_e.sub_(_as_lines(inner, grad_e)).mul_(ws)
+                    torch.bmm(go, vl.transpose(1, 2), out=pw)
+                prod.mul_(w)
+                inner = inner + _by_position(prod.sum(-1))
+                products.append(prod)
+            for axis, (w, grad_e) in enumerate(zip(weights, products)):
+                # softmax backward over the cross: dE = scale * (P - W * sum_cross(P)), in place
+                grad_e.addcmul_(w, _as_lines(inner, grad_e), value=-1)
+                if scale is not None:
+                    grad_e.mul_(scale)
                 _line_products(grad_q, spatial, axis, grad_e, k, False, axis > 0)
                 _line_products(grad_k, spatial, axis, grad_e, q, True, axis > 0)
         grad_residual = grad_out if ctx.needs_input_grad[4] else None
