@@ -200,8 +200,8 @@ def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor
         residual (Tensor, optional): ``(B, *S, c_v)`` added to the result.
 
     Returns:
-        Tensor: ``(B, *S, c_v)``; computed in at least float32, in the dtype of ``qkv`` when no residual is
-        given.
+        Tensor: ``(B, *S, c_v)`` in the dtype of ``residual`` (of ``qkv`` without one); computed in at least
+        float32.
     """
     spatial = _check_spatial(qkv.shape[1:-1])
     if not (isinstance(key_channels, int) and 0 < key_channels and 2 * key_channels < qkv.shape[-1]):
@@ -210,10 +210,12 @@ def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor
     if residual is not None and residual.shape != (*qkv.shape[:-1], qkv.shape[-1] - 2 * key_channels):
         raise ValueError(f'criss-cross attention: residual of shape {tuple(residual.shape)} does not match '
                          f'the values of qkv {tuple(qkv.shape)} with key_channels={key_channels}')
+    dtype = qkv.dtype if residual is None else residual.dtype
     with _no_autocast(qkv.device.type):
         out = _CrissCrossAttention.apply(_upcast(qkv), key_channels, spatial,
-                                         None if scale is None else _upcast(scale), residual)
-    return out if residual is not None else out.to(qkv.dtype)
+                                         None if scale is None else _upcast(scale),
+                                         None if residual is None else _upcast(residual))
+    return out.to(dtype)
 
 
 class CrissCrossOperator(GraphOperator):

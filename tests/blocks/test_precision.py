@@ -1,5 +1,7 @@
 """Robustness of every block: no NaN or Inf on degenerate, huge and tiny inputs or a one-position map, in
 float32 and under bfloat16 autocast (normalisations in float32), with random weights and norms."""
+import copy
+
 import pytest
 import torch
 
@@ -81,3 +83,19 @@ def test_backward_under_autocast_is_finite(variant):
     assert torch.isfinite(x.grad).all()
     for name, p in block.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_half_precision_module_keeps_the_dtype(variant):
+    """A block converted to bfloat16 (``module.to(torch.bfloat16)``, no autocast) returns bfloat16, and its
+    normalisations still run in float32: the result stays close to the float32 computation on the same
+    (rounded) weights and input."""
+    block = _build(variant).eval().to(torch.bfloat16)
+    x = torch.randn(2, C, 5, 6, generator=_gen(7)).to(torch.bfloat16)
+    with torch.no_grad():
+        expected = copy.deepcopy(block).float()(x.float())
+    y = block(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    err = rel_err(y.float() - x.float(), expected - x.float())  # the block's contribution, not the residual
+    assert err < 5e-2, err
+    y.float().square().mean().backward()
