@@ -156,7 +156,8 @@ class _CrissCrossAttention(torch.autograd.Function):
             grad_scale = torch.dot(grad_out.reshape(-1), attended.reshape(-1)).reshape(scale.shape)
         if ctx.needs_input_grad[0]:
             # d(A v) = scale * dY. The attention weights are the only tensors here that grow faster than N
-            # (N (H + W [+ T])), so they get no copies beyond one gradient buffer per axis.
+            # (N (H + W [+ T])): besides one gradient buffer per axis, only one scaled copy of one axis's
+            # weights lives at a time.
             q, k, v = _unpack(qkv, ctx.key_channels)
             grad_qkv = torch.empty_like(qkv)
             grad_q, grad_k, grad_v = _unpack(grad_qkv, ctx.key_channels)
