@@ -820,15 +820,18 @@ def plot_results(rows: Sequence[Dict[str, Any]], path: str) -> None:
             if pts:
                 ax.plot(*zip(*pts), marker='o', label=label)
     for ax, title in ((axes[0], 'forward + backward time (ms)'), (axes[1], 'extra peak memory (MiB)')):
+        ax.set_title(title)
+        if not ax.lines:  # --no-time / --no-memory
+            ax.text(0.5, 0.5, 'not measured', ha='center', va='center', transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         ax.set_xscale('log', base=2)
         ax.set_yscale('log')
         ax.set_xlabel('positions N')
-        ax.set_title(title)
         ax.grid(True, which='both', alpha=0.3)
-    for ax in axes:  # one legend, on the panel that has lines (--no-time / --no-memory leave one empty)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc='best')
-            break
+    drawn = [ax for ax in axes if ax.lines]
+    if drawn:  # one legend, on the first panel with lines
+        drawn[0].legend(fontsize=6, loc='best')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
