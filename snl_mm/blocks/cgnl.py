@@ -1,12 +1,39 @@
 """CGNL: the compact generalized nonlocal block of Yue et al. 2018 (paper Appendix B.4)."""
 from typing import Optional
 
+import torch
+import torch.nn as nn
 from torch import Tensor
 
 from snl_mm.graph import CHANNEL_KERNELS, ChannelAffinity, FilterSpec, LowRankOperator, graph_filter
 from snl_mm.graph.cost import DENSE_LIMIT_BYTES
 from snl_mm.registry import ROOT_MODELS
 from .base import ConfigType, NonlocalBase, flatten_map
+
+
+#: ``max |y|`` above which the second moment of the output norm's input overflows float32 (``2^128``)
+NORM_RANGE_EXPONENT = 60
+
+
+def uses_input_statistics(norm: Optional[nn.Module]) -> bool:
+    """Whether ``norm`` normalises with the statistics of its current input (so that it is invariant to a
+    positive rescaling of that input): GN, LN, IN, and BN in training mode."""
+    if isinstance(norm, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):
+        return True
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or
+                                                                  not norm.track_running_stats)
+
+
+def into_norm_range(y: Tensor) -> Tensor:
+    """``y / 2^k`` with the smallest ``k >= 0`` that brings ``max |y|`` to at most ``2^60``.
+
+    A power of two rescales exactly, so ``y`` is returned unchanged (``k = 0``) unless its square would
+    overflow the float32 statistics of the norm that follows; a norm that uses its input's statistics gives
+    the same result either way (up to its ``eps``, negligible at such magnitudes). No host synchronisation.
+    """
+    top = y.detach().abs().amax().float()
+    exponent = torch.clamp(torch.ceil(torch.log2(top)) - NORM_RANGE_EXPONENT, min=0)
+    return y / torch.exp2(exponent).to(y.dtype)
 
 
 @ROOT_MODELS.register_module()
@@ -28,7 +55,10 @@ class CGNLBlock(NonlocalBase):
     ``M x M`` per group (:class:`~snl_mm.graph.ChannelAffinity`), ``Z = g(X)`` and ``W`` the grouped 1x1
     conv ``z`` (``Cs -> C``); ``A`` has rank 1 (dot) or ``order + 1`` (Gaussian) and is applied in ``O(M)``,
     never formed. The output norm is a GroupNorm with ``groups`` groups (weight zero at init), as the
-    original; the kernel sums run in float32 under autocast. Runs on any device.
+    original; the kernel sums run in float32 under autocast. The Gaussian kernel is an unnormalised
+    polynomial of degree ``2 order + 1`` in the input, so on very large inputs its output is rescaled by a
+    power of two before a norm that uses its input's statistics (:func:`into_norm_range`), which keeps the
+    norm's statistics finite and does not change its result. Runs on any device.
 
     Args:
         in_channels (int): channels ``C`` of the input ``(B, C, *S)``, any rank 1-3.
@@ -125,6 +155,9 @@ class CGNLBlock(NonlocalBase):
         signal = self._group_vectors(g).unsqueeze(-1)  # vec(Z): one value per node
         out = graph_filter(op.matmul, signal, self.filter_spec,
                            [lambda s: self.z(s.reshape(g.shape))])
+        if self.kernel == 'gaussian' and uses_input_statistics(self.gn):
+            # the unnormalised Taylor kernel grows as |x|^(2 order + 1): keep the norm's input in range
+            out = into_norm_range(out)
         return self.residual(x, out, self.gn, self.act)
 
     def affinity(self, x: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
-"""Robustness of every block: no NaN or Inf on degenerate, huge and tiny inputs or a one-position map, in
-float32 and under bfloat16 autocast (normalisations in float32), with random weights and norms."""
+"""Robustness of every block: no NaN or Inf in the output or the affinity on degenerate, huge and tiny inputs
+or a one-position map, on every rank the block takes, in float32 and under bfloat16 autocast (normalisations
+in float32), with random weights and norms."""
 import copy
 
 import pytest
@@ -18,7 +19,9 @@ VARIANTS = {
     'NSBlock': dict(num_units=2),
     'A2Block': dict(),
     'CGNLBlock': dict(),
+    'CGNLBlock-dot-g2-scale': dict(kernel='dot', groups=2, use_scale=True),
     'CGNLBlock-gaussian': dict(kernel='gaussian', groups=2),
+    'CGNLBlock-gaussian-g4-o2': dict(kernel='gaussian', groups=4, order=2, gamma=0.05, use_scale=True),
     'CCBlock': dict(),
     'SNLBlock': dict(),
     'SNLBlock-order3-dense': dict(order=3, path='dense'),
@@ -32,12 +35,13 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
+SPATIAL = {1: (7, ), 2: (5, 6), 3: (3, 4, 5)}
 INPUTS = {
-    'zeros': lambda: torch.zeros(2, C, 5, 6),
-    'constant': lambda: torch.full((2, C, 5, 6), 3.0),
-    'huge': lambda: 1e4 * torch.randn(2, C, 5, 6, generator=_gen(1)),
-    'tiny': lambda: 1e-6 * torch.randn(2, C, 5, 6, generator=_gen(2)),
-    'one_position': lambda: torch.randn(2, C, 1, 1, generator=_gen(3)),
+    'zeros': lambda spatial: torch.zeros(2, C, *spatial),
+    'constant': lambda spatial: torch.full((2, C, *spatial), 3.0),
+    'huge': lambda spatial: 1e4 * torch.randn(2, C, *spatial, generator=_gen(1)),
+    'tiny': lambda spatial: 1e-6 * torch.randn(2, C, *spatial, generator=_gen(2)),
+    'one_position': lambda spatial: torch.randn(2, C, *[1] * len(spatial), generator=_gen(3)),
 }
 
 
@@ -53,11 +57,14 @@ def _build(variant: str) -> torch.nn.Module:
 @pytest.mark.parametrize('variant', list(VARIANTS))
 def test_finite_output(variant, kind, autocast, training):
     block = _build(variant).train(training)
-    x = INPUTS[kind]()
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
-        y = block(x)
-    assert y.shape == x.shape
-    assert torch.isfinite(y).all(), f'{variant} on {kind}: {(~torch.isfinite(y)).sum().item()} non-finite'
+    for rank in block.spatial_ranks:
+        x = INPUTS[kind](SPATIAL[rank])
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            y = block(x)
+            a = block.affinity(x)
+        assert y.shape == x.shape
+        assert torch.isfinite(y).all(), f'{variant} on {kind}, rank {rank}: {(~torch.isfinite(y)).sum()} non-finite'
+        assert torch.isfinite(a).all(), f'{variant} affinity on {kind}, rank {rank}'
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
