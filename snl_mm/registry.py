@@ -9,8 +9,9 @@
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import RUNNERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import Registry
+from mmengine.registry import Registry, init_default_scope
 
 #: mmengine's root model registry: the blocks live here.
 ROOT_MODELS = MMENGINE_MODELS
@@ -26,3 +27,13 @@ DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='snl_mm',
 #: data transforms of the ``snl_mm`` scope.
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='snl_mm',
                       locations=['snl_mm.datasets'])
+
+
+def build_runner(cfg):
+    """The runner of a config (what ``tools/train.py`` and ``tools/test.py`` run): ``Runner.from_cfg``, or the
+    registered runner named by ``runner_type`` in the config's scope."""
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    return RUNNERS.build(cfg)

@@ -19,10 +19,9 @@ import mmengine
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
 
 from snl_mm.compat.dist import release_process_group
+from snl_mm.registry import build_runner
 
 
 def parse_args() -> argparse.Namespace:
@@ -108,14 +107,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner named by ``runner_type`` in the config's scope."""
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return RUNNERS.build(cfg)
 
 
 def main() -> None:

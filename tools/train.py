@@ -22,10 +22,10 @@ import snl_mm  # noqa: F401,I001  (compat fixes and registration before mmengine
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.device import get_device
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.runner import find_latest_checkpoint
 
 from snl_mm.compat.dist import release_process_group
+from snl_mm.registry import build_runner
 
 
 def parse_args() -> argparse.Namespace:
@@ -162,14 +162,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner named by ``runner_type`` in the config's scope."""
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    return RUNNERS.build(cfg)
 
 
 def main() -> None:

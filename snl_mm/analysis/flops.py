@@ -18,7 +18,6 @@ Two figures are given for the blocks:
   ``4 x 1024 x 512 = 2,097,152`` weights appear as ``+2.09M`` (rounding would give 2.10).
 """
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
