@@ -100,6 +100,15 @@ class NLBlock(NonlocalBase):
     def output_layers(self):
         return [self.conv_out.norm if self.conv_out.with_norm else self.conv_out.conv]
 
+    def check_input(self, x: Tensor) -> Tuple[int, ...]:
+        spatial = super().check_input(x)
+        pooled = spatial if len(spatial) == 1 else spatial[-2:]
+        if self.sub_sample and min(pooled) < 2:
+            raise ValueError(f'NLBlock with sub_sample=True max-pools {"L" if len(spatial) == 1 else "(H, W)"} '
+                             f'by 2 and needs them >= 2, got an input of shape {tuple(x.shape)}; use '
+                             'sub_sample=False for smaller maps')
+        return spatial
+
     def _embed(self, module: nn.Module, x: Tensor) -> Tensor:
         """Tokens ``(B, N', c)`` of a projection (and, with ``sub_sample``, its pooling) of ``x``."""
         if isinstance(module, SpatialMaxPool):

@@ -52,26 +52,6 @@ def a2_two_steps(block: A2Block, x: torch.Tensor, training: bool) -> torch.Tenso
     return (xf + output_norm(conv1x1(z, block.out), block.norm, training)).reshape(x.shape)
 
 
-@pytest.mark.parametrize('rank', RANKS)
-def test_shape_and_identity_at_init(rank):
-    block = A2Block(8)
-    x = _x(SHAPES[rank], dtype=torch.float32)
-    for training in (True, False):
-        block.train(training)
-        y = block(x)
-        assert y.shape == x.shape
-        assert torch.equal(y, x)
-
-
-def test_init_weights_restores_identity():
-    block = randomise_(A2Block(8))
-    x = _x(SHAPES[2], dtype=torch.float32)
-    assert not torch.equal(block(x), x)
-    block.init_weights()
-    assert torch.equal(block(x), x)
-    assert torch.equal(block.eval()(x), x)
-
-
 def test_defaults_and_num_descriptors():
     block = A2Block(16)
     assert (block.inner_channels, block.num_descriptors) == (8, 8)

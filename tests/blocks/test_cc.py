@@ -46,17 +46,6 @@ def cc_reference(block: CCBlock, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-@pytest.mark.parametrize('rank', RANKS)
-def test_shape_and_identity_at_init(rank):
-    block = CCBlock(16)
-    x = _x(SHAPES[rank], dtype=torch.float32)
-    for training in (True, False):
-        block.train(training)
-        y = block(x)
-        assert y.shape == x.shape
-        assert torch.equal(y, x)
-
-
 def test_init_weights_restores_identity():
     block = randomise_(CCBlock(16))
     x = _x(SHAPES[2], dtype=torch.float32)

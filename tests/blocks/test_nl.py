@@ -18,22 +18,6 @@ def _x(shape, seed=1, dtype=torch.float64):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-@pytest.mark.parametrize('sub_sample', [False, True], ids=['full', 'sub'])
-@pytest.mark.parametrize('mode', MODES)
-@pytest.mark.parametrize('rank', RANKS)
-def test_shape_and_identity_at_init(rank, mode, sub_sample):
-    block = NLBlock(8, mode=mode, sub_sample=sub_sample)
-    x = _x(SHAPES[rank], dtype=torch.float32)
-    for training in (True, False):
-        y = block.train(training)(x)
-        assert y.shape == x.shape
-        assert torch.equal(y, x)
-    randomise_(block)
-    assert not torch.equal(block(x), x)
-    block.init_weights()
-    assert torch.equal(block(x), x)
-
-
 def test_identity_without_norm():
     block = NLBlock(8, norm_cfg=None)
     x = _x(SHAPES[2], dtype=torch.float32)

@@ -14,19 +14,6 @@ def _x(shape, seed=1, dtype=torch.float64):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-@pytest.mark.parametrize('rank', RANKS)
-def test_shape_and_identity_at_init(rank):
-    block = NSBlock(8, num_units=2)
-    x = _x(SHAPES[rank], dtype=torch.float32)
-    for training in (True, False):
-        y = block.train(training)(x)
-        assert y.shape == x.shape
-        assert torch.equal(y, x)
-    randomise_(block)
-    block.init_weights()
-    assert torch.equal(block(x), x)
-
-
 # Exactly zero gradients that the math dictates: softmax_j(theta_i . (phi_j + b)) does not depend on b, and
 # (A - I) (Z + 1 b^T) = (A - I) Z because A is row-stochastic, so the phi and g biases get no gradient.
 STRUCTURALLY_ZERO = {'phi.bias', 'g.bias', 'units.0.g.bias'}

@@ -1,6 +1,8 @@
-"""Robustness of every block: no NaN or Inf in the output or the affinity on degenerate, huge and tiny inputs
-or a one-position map, on every rank the block takes, in float32 and under bfloat16 autocast (normalisations
-in float32), with random weights and norms."""
+"""What every block (and each of its modes that changes the numerics) guarantees, on every rank it takes: the
+shape is kept and a freshly built block, or one whose ``init_weights`` ran again, is the identity; no NaN or
+Inf in the output or the affinity on degenerate, huge and tiny inputs or a one-position map, in float32 and
+under bfloat16 autocast (normalisations in float32), with random weights and norms; a bfloat16 module keeps
+its dtype."""
 import copy
 
 import pytest
@@ -16,6 +18,7 @@ VARIANTS = {
     'NLBlock': dict(),
     'NLBlock-gaussian': dict(mode='gaussian'),
     'NLBlock-dot_product': dict(mode='dot_product'),
+    'NLBlock-sub_sample': dict(sub_sample=True),
     'NSBlock': dict(num_units=2),
     'A2Block': dict(),
     'CGNLBlock': dict(),
@@ -26,6 +29,8 @@ VARIANTS = {
     'SNLBlock': dict(),
     'SNLBlock-order3-dense': dict(order=3, path='dense'),
     'SNLBlock-order3-factored': dict(order=3, path='factored'),
+    'SNLBlock-order3-units2': dict(order=3, num_units=2),
+    'GraphNonlocalBlock': dict(),
     'GraphNonlocalBlock-exp-symmetric': dict(
         affinity=dict(kernel='exp_dot', symmetrize=True, normalize='symmetric')),
 }
@@ -51,6 +56,24 @@ def _build(variant: str) -> torch.nn.Module:
     return randomise_(block, std=0.3, seed=4)
 
 
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_shape_and_identity_at_init(variant):
+    name = variant.split('-')[0]
+    block = ROOT_MODELS.build(dict(type=name, in_channels=C, **VARIANTS[variant]))
+    for rank in block.spatial_ranks:
+        x = torch.randn(2, C, *SPATIAL[rank], generator=_gen(8))
+        for training in (True, False):
+            y = block.train(training)(x)
+            assert y.shape == x.shape
+            assert torch.equal(y, x), (rank, training)
+    randomise_(block, seed=1)
+    x = torch.randn(2, C, *SPATIAL[2], generator=_gen(9))
+    assert not torch.equal(block(x), x)
+    block.init_weights()
+    for training in (True, False):
+        assert torch.equal(block.train(training)(x), x), training
+
+
 @pytest.mark.parametrize('training', [False, True], ids=['eval', 'train'])
 @pytest.mark.parametrize('autocast', [False, True], ids=['fp32', 'bf16'])
 @pytest.mark.parametrize('kind', list(INPUTS))
@@ -59,6 +82,10 @@ def test_finite_output(variant, kind, autocast, training):
     block = _build(variant).train(training)
     for rank in block.spatial_ranks:
         x = INPUTS[kind](SPATIAL[rank])
+        if kind == 'one_position' and getattr(block, 'sub_sample', False):
+            with pytest.raises(ValueError, match='sub_sample=True max-pools'):
+                block(x)
+            continue
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             y = block(x)
             a = block.affinity(x)
