@@ -1,21 +1,34 @@
 """snl-mm: the six nonlocal blocks (NL, NS, A2, CGNL, CC, SNL) of "A unified framework to analyze and design
 the nonlocal blocks for neural networks" for the OpenMMLab ecosystem.
 
-``import snl_mm`` (or ``custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)`` in a config)
-first applies :mod:`snl_mm.compat`, the fixes for gaps in the upstream releases, then registers everything
-the package offers: the six blocks in mmengine's root ``MODELS``, and the plugin backbones, decode head and
-demo dataset in the ``snl_mm`` scope.
+The package is built in layers, each importing only the ones before it::
+
+    utils      pure Python: argument checks, version guards, optional packages
+    graph      torch: affinities, Chebyshev filters, criss-cross attention, the cost model
+    blocks     + mmengine, mmcv: the six blocks and the catalogue, registered in mmengine's root MODELS
+    plugins    the insertion mechanism: entries, sites, layouts, build-time verification
+    backbones  adapters for mmpretrain, mmaction2, mmsegmentation, mmdetection (each only when installed)
+    seg, datasets, analysis   the decode head, the generated datasets, the analysis tools' library
+
+``import snl_mm`` (in a config: ``custom_imports=dict(imports=['snl_mm'])``) registers everything the installed
+packages allow: the blocks in mmengine's root ``MODELS`` and the backbones, heads and datasets in the ``snl_mm``
+scope. It changes nothing in mmengine; the fixes for mmengine's gaps are :mod:`snl_mm.compat`, imported by the
+package's tools and by configs that list it.
 """
 from .version import __version__
+from .utils import check_versions, is_installed
 
-# compat must come first: it checks versions and patches mmaction2/mmengine before any model module loads.
-from . import compat  # noqa: E402,I001
-from . import registry  # noqa: E402
+# before anything imports mmaction2 or mmsegmentation, whose own mmcv asserts would fire with a less helpful message
+check_versions()
+
+from . import registry  # noqa: E402,I001
 from . import graph  # noqa: E402
 from . import blocks  # noqa: E402
 from . import plugins  # noqa: E402
-from . import datasets  # noqa: E402
+from . import backbones  # noqa: E402
+if is_installed('mmpretrain'):  # the generated datasets are mmpretrain datasets
+    from . import datasets  # noqa: E402,F401
 from . import seg  # noqa: E402
 from . import analysis  # noqa: E402
 
-__all__ = ['__version__', 'compat', 'registry', 'graph', 'blocks', 'plugins', 'datasets', 'seg', 'analysis']
+__all__ = ['__version__', 'registry', 'graph', 'blocks', 'plugins', 'backbones', 'seg', 'analysis']

@@ -13,6 +13,8 @@ from typing import Dict, List
 
 import pytest
 
+from tests.helpers import keys_under, randomise_norms_
+
 # headless plotting for the analysis tests, before anything imports matplotlib
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
@@ -26,7 +28,7 @@ def pytest_report_header(config) -> List[str]:
     import mmengine
     import torch
 
-    from snl_mm.compat import mmseg_available
+    from snl_mm.utils import mmseg_available
     ops = 'compiled ops' if mmseg_available() else 'no compiled ops (mmcv-lite)'
     return [f'snl_mm {snl_mm.__version__}: torch {torch.__version__}, mmengine {mmengine.__version__}, '
             f'mmcv {mmcv.__version__} ({ops}), compat {snl_mm.compat.APPLIED}']
@@ -59,3 +61,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session', name='keys_under')
+def keys_under_fixture():
+    """:func:`tests.helpers.keys_under`."""
+    return keys_under
+
+
+@pytest.fixture(scope='session', name='randomise_norms_')
+def randomise_norms_fixture():
+    """:func:`tests.helpers.randomise_norms_`."""
+    return randomise_norms_
+
+
+@pytest.fixture
+def config_from(tmp_path):
+    """Write a config file (as a user edits one) and load it with ``Config.fromfile``."""
+    from mmengine.config import Config
+    counter = [0]
+
+    def load(text: str):
+        counter[0] += 1
+        path = tmp_path / f'config_{counter[0]}.py'
+        path.write_text(text)
+        return Config.fromfile(str(path))
+
+    return load
+
+
+#: mmaction2's own I3D config, shipped inside the mmaction2 package.
+I3D_CONFIG = 'mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py'
+
+
+@pytest.fixture(scope='session')
+def i3d_config():
+    """mmaction2's shipped I3D ResNet-50 config, with its ImageNet URL removed (no network here)."""
+    from mmengine.hub import get_config
+
+    cfg = get_config(I3D_CONFIG)
+    assert cfg.model.backbone.pretrained == 'torchvision://resnet50'
+    cfg.model.backbone.pretrained = None
+    return cfg

@@ -18,7 +18,7 @@ import argparse
 import os
 import os.path as osp
 
-import snl_mm  # noqa: F401,I001  (compat fixes and registration before mmengine builds anything)
+import snl_mm.compat  # noqa: F401,I001  (registration, and the fixes of mmengine's gaps, before anything is built)
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.device import get_device

@@ -2,7 +2,7 @@
 # mmpretrain's CIFAR-100 config with its backbone swapped for the pre-activation ResNet-56 and the paper's
 # schedule; the block and ablation configs of this folder inherit it.
 _base_ = 'mmpretrain::resnet/resnet50_8xb16_cifar100.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- paths ----
 # mmpretrain's CIFAR layout: {data_root}/cifar-100-python/{train,test,meta} (the python version of the

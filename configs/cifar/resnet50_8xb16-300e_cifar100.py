@@ -2,7 +2,7 @@
 # Table 5 (Sec. 3.2). mmpretrain's own config with the schedule of the paper's CIFAR experiments; the block
 # configs of this folder inherit it.
 _base_ = 'mmpretrain::resnet/resnet50_8xb16_cifar100.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- paths ----
 # mmpretrain's CIFAR layout: {data_root}/cifar-100-python/{train,test,meta}

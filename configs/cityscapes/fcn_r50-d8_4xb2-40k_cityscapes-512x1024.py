@@ -3,7 +3,7 @@
 data_root = 'data/cityscapes/'
 
 _base_ = 'mmseg::fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))

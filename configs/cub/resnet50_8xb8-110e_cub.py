@@ -2,7 +2,7 @@
 # paper's Table 7 (Sec. 3.2). mmpretrain's ResNet-50 CUB config (448 x 448 crops) with the paper's schedule;
 # the block configs of this folder inherit it.
 _base_ = 'mmpretrain::resnet/resnet50_8xb8_cub.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- paths ----
 # mmpretrain's CUB layout: {data_root}/images/, images.txt, image_class_labels.txt, train_test_split.txt

@@ -5,7 +5,7 @@
 # network holds both objects, so without a nonlocal block it cannot relate them. `make demo` trains this
 # config and the SNL one (preresnet20-snl_relation.py) with tools/dist_train.sh on 2 processes and compares.
 _base_ = 'mmpretrain::_base_/default_runtime.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- data: generated in memory, deterministic in `seed` (train, val and test draw disjoint images) ----
 relation = dict(img_size=32, object_size=7, min_distance=21, num_colors=6, noise_std=10, seed=0)

@@ -1,7 +1,7 @@
 # ImageNet-1k, ResNet-50 without a nonlocal block: the baseline of the paper's Table 6 (Sec. 3.2).
 # mmpretrain's own ResNet-50 config with the paper's schedule; the block configs of this folder inherit it.
 _base_ = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- paths ----
 # mmpretrain's ImageNet layout: {data_root}/train/<class>/*.JPEG, {data_root}/val/*.JPEG and

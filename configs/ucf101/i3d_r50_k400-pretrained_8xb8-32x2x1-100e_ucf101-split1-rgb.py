@@ -3,7 +3,7 @@
 # configs of this folder inherit it. Videos are decoded on the fly (VideoDataset); the *-rawframes configs
 # read extracted frames instead.
 _base_ = 'mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py'
-custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
 
 # ---- paths ----
 # mmaction2's UCF-101 layout (tools/data/ucf101 of mmaction2): {data_root}/<class>/<video>.avi and the

@@ -13,25 +13,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from snl_mm.blocks import BLOCK_NAMES, find_blocks
+
 Point = Tuple[float, float]
-
-
-def find_blocks(model: nn.Module) -> Dict[str, nn.Module]:
-    """The modules of ``model`` that offer a dense ``affinity(x)`` (the package's nonlocal blocks).
-
-    Args:
-        model (nn.Module): any model.
-
-    Returns:
-        dict: ``{module path: block}`` in registration order (outer blocks of a recurrent or multi-unit
-        block only, not their inner parts).
-    """
-    found: Dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if callable(getattr(module, 'affinity', None)) and not any(
-                name.startswith(f'{outer}.') for outer in found):
-            found[name] = module
-    return found
 
 
 def select_block(model: nn.Module, name: Optional[str] = None) -> Tuple[str, nn.Module]:
@@ -42,8 +26,7 @@ def select_block(model: nn.Module, name: Optional[str] = None) -> Tuple[str, nn.
     """
     blocks = find_blocks(model)
     if not blocks:
-        raise KeyError('the model holds no block with an affinity(x) method (NLBlock, NSBlock, A2Block, '
-                       'CGNLBlock, CCBlock, SNLBlock)')
+        raise KeyError(f'the model holds no block of this package (one of {BLOCK_NAMES}, or another NonlocalBase)')
     if name is None:
         name = next(iter(blocks))
     if name not in blocks:

@@ -498,7 +498,7 @@ def measure_model_step(spec: Dict[str, Any]) -> Dict[str, Any]:
     ``repeats``, ``warmup``, ``device``, ``seed``.
     """
     import snl_mm  # noqa: F401  (compat, registries)
-    from snl_mm.plugins import ResNet
+    from snl_mm.backbones import ResNet
     device = torch.device(spec['device'])
     shape = tuple(spec['shape'])
     models = {}

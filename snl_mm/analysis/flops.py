@@ -154,11 +154,6 @@ class ComplexityReport:
         return sum(b.flops for b in self.blocks), sum(b.params for b in self.blocks)
 
 
-def is_nonlocal_block(module: nn.Module) -> bool:
-    from snl_mm.blocks import NonlocalBase
-    return isinstance(module, NonlocalBase)
-
-
 def analyze(model: nn.Module, inputs: Tuple) -> ComplexityReport:
     """Count parameters and FLOPs of ``model(*inputs)`` and of each nonlocal block in it.
 
@@ -167,6 +162,8 @@ def analyze(model: nn.Module, inputs: Tuple) -> ComplexityReport:
         inputs (tuple): the forward arguments.
     """
     from mmengine.analysis import parameter_count
+
+    from snl_mm.blocks import is_nonlocal_block
     analyzer = flop_analyzer(model, inputs)
     params = parameter_count(model)
     by_module = analyzer.by_module()

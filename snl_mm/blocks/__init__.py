@@ -1,6 +1,9 @@
-"""The six nonlocal blocks (and the configurable graph block), registered in mmengine's root MODELS."""
+"""The six nonlocal blocks (and the configurable graph block), registered in mmengine's root MODELS, and the
+catalogue that says which modules they are."""
 from .a2 import A2Block
 from .base import NonlocalBase
+from .catalogue import (BLOCK_NAMES, find_blocks, format_spectral_table, is_nonlocal_block, registered_blocks,
+                        spectral_table)
 from .cc import CCBlock
 from .cgnl import CGNLBlock
 from .graph_block import GraphNonlocalBlock
@@ -9,5 +12,7 @@ from .ns import NSBlock
 from .snl import SNLBlock
 
 __all__ = [
-    'NonlocalBase', 'GraphNonlocalBlock', 'NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock'
+    'NonlocalBase', 'GraphNonlocalBlock', 'NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock',
+    'BLOCK_NAMES', 'registered_blocks', 'is_nonlocal_block', 'find_blocks', 'spectral_table',
+    'format_spectral_table'
 ]

@@ -1,11 +1,14 @@
 """A2: the double attention block of Chen et al. 2018 (paper Appendix B.3)."""
-from typing import Optional
+from typing import List, Optional, Sequence
 
+import torch.nn as nn
 from torch import Tensor
 
-from snl_mm.graph import FilterSpec, LowRankOperator, double_attention, graph_filter
+from snl_mm.graph import DoubleAttention, LowRankOperator
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, flatten_map, from_tokens, to_tokens
+from snl_mm.utils import check_positive_int
+from .base import FilterWeight, NonlocalBase
+from .tokens import ConfigType, flatten_map, from_tokens, to_tokens
 
 
 @ROOT_MODELS.register_module()
@@ -58,10 +61,7 @@ class A2Block(NonlocalBase):
         super().__init__(in_channels, reduction, inner_channels, conv_cfg, norm_cfg, act_cfg, init_cfg)
         if num_descriptors is None:
             num_descriptors = self.inner_channels
-        elif not isinstance(num_descriptors, int) or isinstance(num_descriptors, bool) \
-                or num_descriptors < 1:
-            raise ValueError(f'A2Block: num_descriptors must be a positive integer (or None for '
-                             f'inner_channels), got {num_descriptors!r}')
+        check_positive_int(num_descriptors, 'num_descriptors', 'A2Block', note=' (or None for inner_channels)')
         self.num_descriptors = num_descriptors
         cm, cn = self.inner_channels, num_descriptors
         self.feature = self.pointwise(in_channels, cm, bias)
@@ -70,31 +70,22 @@ class A2Block(NonlocalBase):
         self.out = self.pointwise(cm, in_channels, bias)
         self.norm = self.build_norm(in_channels)
         self.act = self.build_act()
-        # the second Chebyshev term alone: T_1(A) F W
-        self.filter_spec = FilterSpec(order=2, terms=(1,))
+        self.graph = DoubleAttention()
         self.init_weights()
 
-    def output_layers(self):
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
         return [self.norm if self.norm is not None else self.out]
 
     def graph_operator(self, x: Tensor) -> LowRankOperator:
         """The affinity of input ``x`` as a (never formed) rank-``c_n`` operator."""
         xf = flatten_map(x)
-        return double_attention(to_tokens(self.gather(xf)), to_tokens(self.distribute(xf)))
+        return self.graph(to_tokens(self.gather(xf)), to_tokens(self.distribute(xf)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)``."""
-        self.check_input(x)
-        op = self.graph_operator(x)
-        features = to_tokens(self.feature(flatten_map(x)))
-        out = graph_filter(op.matmul, features, self.filter_spec,
-                           [lambda t: self.out(from_tokens(t))])
-        return self.residual(x, out, self.norm, self.act)
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        return to_tokens(self.feature(flatten_map(x)))
 
-    def affinity(self, x: Tensor) -> Tensor:
-        """The dense row-stochastic ``(B, N, N)`` affinity (float32) of input ``x``."""
-        self.check_input(x)
-        return self.graph_operator(x).dense()
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        return [lambda t: self.out(from_tokens(t))]
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, num_descriptors={self.num_descriptors}'

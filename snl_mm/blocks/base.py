@@ -1,77 +1,35 @@
-"""The base every nonlocal block shares: channels, 1x1 projections, output norm + residual, identity init.
+"""The base every nonlocal block shares: the paper's unified form as a module.
 
-A block sees its input ``X`` of shape ``(B, C, *S)`` with ``S`` = ``(L,)``, ``(H, W)`` or ``(T, H, W)``. One
-instance serves every rank: the 1x1 projections run on the flattened map ``(B, C, N, 1)`` (``N = prod(S)``),
-so their weights and the output norm (BN, GN, SyncBN over channels) do not depend on the rank. A checkpoint
-of a rank-specific module (``NonLocal3d``'s ``(C_out, C_in, 1, 1, 1)`` kernels, say) loads unchanged: 1x1
-kernels are reshaped to this layout when a state dict is loaded.
+A block is a graph and a filter (the paper's Sec. 2, Table 1): :meth:`NonlocalBase.graph_operator` turns the
+input ``X`` into the affinity ``A`` (a :class:`~snl_mm.graph.GraphOperator`, never necessarily formed), each
+filter unit turns ``X`` into node features ``Z`` and the Chebyshev filter ``F(A, Z) = sum_k T_k(A) Z W_k`` of the
+block's :class:`~snl_mm.graph.FilterSpec` combines them (:func:`~snl_mm.graph.graph_filter`); the output is
+``Y = X + act(norm(F(A, Z)))``. The base owns that forward pass, the dense :meth:`~NonlocalBase.affinity` for
+analysis, the channel arguments, and the one initialisation that makes every unit start as the identity.
+A block class supplies its projections, its affinity and its filter, and declares the columns of Table 1
+(:attr:`~NonlocalBase.vertices`, :attr:`~NonlocalBase.node_feature`; the affinity's and the filter's
+``notation``), so that :func:`snl_mm.blocks.spectral_table` prints the paper's table from the code.
+
+One instance serves every rank (``(B, C, L)``, ``(B, C, H, W)``, ``(B, C, T, H, W)``): the 1x1 projections run on
+the flattened map ``(B, C, N, 1)`` (:mod:`snl_mm.blocks.tokens`). A checkpoint of a rank-specific module
+(``NonLocal3d``'s ``(C_out, C_in, 1, 1, 1)`` kernels, say) loads unchanged: 1x1 kernels of any rank are reshaped
+to this layout when a state dict is loaded.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
-from mmengine.model import BaseModule, constant_init, normal_init
+from mmengine.model import BaseModule, normal_init
 from torch import Tensor
+from torch.fx._symbolic_trace import is_fx_tracing
 
-ConfigType = Optional[Dict]
+from snl_mm.graph import FilterSpec, GraphOperator, graph_filter
+from snl_mm.utils import check_positive_int
+from .tokens import ConfigType, flat_norm_cfg, flatten_map
 
-
-def flat_norm_cfg(norm_cfg: ConfigType) -> ConfigType:
-    """The norm config for the flattened ``(B, C, N, 1)`` map.
-
-    ``BN1d`` / ``BN3d`` (as in mmaction2's non-local configs) normalise per channel over batch and
-    positions, exactly what ``BN`` does on the flattened map, and keep the same state-dict keys.
-    """
-    if norm_cfg is not None and norm_cfg.get('type') in ('BN1d', 'BN3d'):
-        return dict(norm_cfg, type='BN')
-    return norm_cfg
-
-
-def flatten_map(x: Tensor) -> Tensor:
-    """``(B, C, *S) -> (B, C, N, 1)``: a view, so 1x1 convs and norms run on any rank."""
-    return x.reshape(x.shape[0], x.shape[1], -1, 1)
-
-
-def to_tokens(m: Tensor) -> Tensor:
-    """``(B, c, N, 1) -> (B, N, c)``."""
-    return m.flatten(2).transpose(1, 2)
-
-
-def from_tokens(t: Tensor) -> Tensor:
-    """``(B, N, c) -> (B, c, N, 1)``."""
-    return t.transpose(1, 2).unsqueeze(-1)
-
-
-def _is_plain_pointwise(conv: nn.Module) -> bool:
-    return type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and conv.groups == 1 \
-        and set(conv.kernel_size) == {1} and set(conv.stride) == {1} and not any(conv.padding)
-
-
-def pointwise_tokens(convs: Sequence[nn.Module], t: Tensor) -> Tensor:
-    """1x1 convolutions applied to a grid in token layout ``(B, *S, C_in)``, their outputs concatenated on
-    the channels: ``(B, *S, sum C_out)``.
-
-    Plain 1x1 ``nn.Conv{1,2,3}d`` layers are one matrix product ``t [W_1; W_2; ...]^T + b`` on the channels,
-    computed in place of the convolutions so that the grid keeps its layout and the input gradient is one
-    product; any other layer (a custom ``conv_cfg``) runs as a convolution on the flattened channel-first
-    map.
-    """
-    if all(_is_plain_pointwise(conv) for conv in convs):
-        weight = torch.cat([conv.weight.flatten(1) for conv in convs])
-        biases = [conv.bias for conv in convs]
-        if all(b is None for b in biases):
-            bias = None
-        else:
-            bias = torch.cat([b if b is not None else conv.weight.new_zeros(conv.out_channels)
-                              for b, conv in zip(biases, convs)])
-        return F.linear(t, weight, bias)
-    b, c = t.shape[0], t.shape[-1]
-    flat = from_tokens(t.reshape(b, -1, c))
-    out = torch.cat([conv(flat) for conv in convs], dim=1)
-    return to_tokens(out).reshape(*t.shape[:-1], -1)
+#: a filter weight: node signals in token layout ``(B, N, c)`` -> the block's output map ``(B, C, N, 1)``
+FilterWeight = Callable[[Tensor], Tensor]
 
 
 class NonlocalBase(BaseModule):
@@ -86,16 +44,26 @@ class NonlocalBase(BaseModule):
         norm_cfg (dict, optional): config of the output norm (BN, GN, SyncBN...); None for none.
         act_cfg (dict, optional): activation after the output norm; None for none.
         init_cfg (dict | list, optional): mmengine init config; by default :meth:`init_weights` gives the
-            projections ``N(0, 0.01)`` and zeroes the output norm's weight (or the output convs when there
-            is no norm), so a freshly built block is the identity.
+            projections ``N(0, 0.01)`` and zeroes every unit's output layers (its norm, or its output convs when
+            there is no norm), so a freshly built block is the identity.
 
     Attributes:
         spatial_ranks (tuple[int]): the input ranks ``len(S)`` the block accepts.
+        vertices (str): Table 1's vertex column: ``'N'`` (one node per position) or ``'N Cs'``.
+        node_feature (str): Table 1's node-feature column (``'X W_Z'``: the ``g`` projection of the input).
+        filter_spec (FilterSpec): which Chebyshev terms the block keeps and how their weights are shared.
+        graph: the block's affinity (:class:`~snl_mm.graph.Affinity` and its siblings), set by subclasses.
     """
 
     spatial_ranks: Tuple[int, ...] = (1, 2, 3)
-    #: names of the 1x1 convs that project the input (``N(0, std)`` at init)
+    vertices: str = 'N'
+    node_feature: str = 'X W_Z'
+    #: the second Chebyshev term alone, ``T_1(A) Z W``: NL, A2, CGNL, CC
+    filter_spec: FilterSpec = FilterSpec(order=2, terms=(1, ))
+    #: names of the 1x1 convs that project the input once for all units (``N(0, 0.01)`` at init)
     _projection_names: Tuple[str, ...] = ()
+    #: names of the 1x1 convs every filter unit has of its own (``N(0, 0.01)`` at init)
+    _unit_projection_names: Tuple[str, ...] = ()
 
     def __init__(self,
                  in_channels: int,
@@ -106,28 +74,21 @@ class NonlocalBase(BaseModule):
                  act_cfg: ConfigType = None,
                  init_cfg: ConfigType = None):
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise ValueError(f'{type(self).__name__}: in_channels must be a positive integer, got '
-                             f'{in_channels!r}')
+        owner = type(self).__name__
+        check_positive_int(in_channels, 'in_channels', owner)
         if inner_channels is None:
-            if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
-                raise ValueError(f'{type(self).__name__}: reduction must be a positive integer, got '
-                                 f'{reduction!r}')
+            check_positive_int(reduction, 'reduction', owner)
             if in_channels % reduction:
                 divisors = [r for r in range(1, in_channels + 1) if in_channels % r == 0]
                 raise ValueError(
-                    f'{type(self).__name__}: in_channels={in_channels} is not divisible by '
-                    f'reduction={reduction}; valid reductions: {divisors[:12]}'
-                    f'{" ..." if len(divisors) > 12 else ""} (or give inner_channels)')
+                    f'{owner}: in_channels={in_channels} is not divisible by reduction={reduction}; valid '
+                    f'reductions: {divisors[:12]}{" ..." if len(divisors) > 12 else ""} (or give inner_channels)')
             inner_channels = in_channels // reduction
-        elif not isinstance(inner_channels, int) or isinstance(inner_channels, bool) \
-                or inner_channels < 1:
-            raise ValueError(f'{type(self).__name__}: inner_channels must be a positive integer, got '
-                             f'{inner_channels!r}')
+        else:
+            check_positive_int(inner_channels, 'inner_channels', owner)
         for name, cfg in (('conv_cfg', conv_cfg), ('norm_cfg', norm_cfg), ('act_cfg', act_cfg)):
             if cfg is not None and not (isinstance(cfg, dict) and 'type' in cfg):
-                raise TypeError(f'{type(self).__name__}: {name} must be None or a dict with a "type", '
-                                f'got {cfg!r}')
+                raise TypeError(f'{owner}: {name} must be None or a dict with a "type", got {cfg!r}')
         self.in_channels = in_channels
         self.reduction = reduction
         self.inner_channels = inner_channels
@@ -152,9 +113,45 @@ class NonlocalBase(BaseModule):
     def build_act(self) -> Optional[nn.Module]:
         return None if self.act_cfg is None else build_activation_layer(self.act_cfg)
 
+    # -- the unified form -------------------------------------------------------------------------
+    def graph_operator(self, x: Tensor) -> GraphOperator:
+        """The affinity ``A`` of input ``x`` ``(B, C, *S)`` as a graph operator."""
+        raise NotImplementedError
+
+    def filter_units(self) -> Sequence[nn.Module]:
+        """The modules holding each filter unit's own parameters (``g``, ``W_k``, ``norm``); one by default,
+        the block itself. Units run one after the other on the one affinity of the block's input."""
+        return [self]
+
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        """``Z`` of one unit in token layout ``(B, N, c)``, from the unit's input ``x`` ``(B, C, *S)``."""
+        raise NotImplementedError
+
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        """The unit's ``W_k``, one per kept term (one when shared), each mapping ``(B, N, c)`` signals to the
+        output map ``(B, C, N, 1)``."""
+        raise NotImplementedError
+
+    def output_norm(self, unit: nn.Module) -> Tuple[Optional[nn.Module], Optional[nn.Module]]:
+        """``(norm, act)`` of a unit's output: ``unit.norm`` and ``unit.act`` by default."""
+        return getattr(unit, 'norm', None), getattr(unit, 'act', None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, *S) -> (B, C, *S)``: ``X + act(norm(F(A, Z)))`` for every filter unit in turn."""
+        self.check_input(x)
+        op = self.graph_operator(x)
+        out = x
+        for unit in self.filter_units():
+            filtered = graph_filter(op.matmul, self.node_features(unit, out), self.filter_spec,
+                                    self.filter_weights(unit))
+            out = self.residual(out, filtered, *self.output_norm(unit))
+        return out
+
     # -- forward helpers ---------------------------------------------------------------------------
     def check_input(self, x: Tensor) -> Tuple[int, ...]:
-        """Validate ``x`` and return its spatial shape ``S``."""
+        """Validate ``x`` and return its spatial shape ``S`` (no checks while torch.fx traces)."""
+        if is_fx_tracing():
+            return ()
         if not isinstance(x, Tensor):
             raise TypeError(f'{type(self).__name__} expects a Tensor, got {type(x).__name__}')
         rank = x.dim() - 2
@@ -178,24 +175,30 @@ class NonlocalBase(BaseModule):
         return x + out.reshape(x.shape)
 
     # -- init and checkpoints ----------------------------------------------------------------------
-    def output_layers(self) -> Sequence[nn.Module]:
-        """The layers zeroed at init so that the block starts as the identity."""
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
+        """The layers of a unit (the block itself by default) zeroed at init, so that it starts as the
+        identity: its output norm, or its output convolutions when it has no norm."""
         raise NotImplementedError
 
     def init_weights(self) -> None:
-        """Projections ``N(0, 0.01)``, output zeroed: the block is the identity.
+        """Every unit the identity: projections ``N(0, 0.01)`` with zero bias, output layers zero.
 
-        With an ``init_cfg`` (e.g. ``Pretrained``) mmengine's initialisation runs instead.
+        One path for all units: the shared projections (``theta``, ``phi``) with the first unit, each unit's own
+        projections (``g``) and output layers. With an ``init_cfg`` (e.g. ``Pretrained``) mmengine's
+        initialisation runs instead.
         """
         if self.init_cfg:
             super().init_weights()
             return
-        for name in self._projection_names:
-            for m in getattr(self, name).modules():
-                if isinstance(m, nn.modules.conv._ConvNd):
-                    normal_init(m, std=0.01)
-        for layer in self.output_layers():
-            constant_init(layer, 0)
+        for index, unit in enumerate(self.filter_units()):
+            names = (self._projection_names if index == 0 else ()) + self._unit_projection_names
+            for name in names:
+                for m in getattr(unit, name).modules():
+                    if isinstance(m, nn.modules.conv._ConvNd):
+                        normal_init(m, std=0.01)
+            for layer in self.output_layers(unit):
+                for param in layer.parameters():
+                    param.detach().zero_()
 
     def _reshape_pointwise_kernels(self, state_dict, prefix, *args) -> None:
         """Accept 1x1 kernels of any rank: ``(O, I, 1, 1, 1)`` or ``(O, I, 1)`` load as ``(O, I, 1, 1)``."""
@@ -215,4 +218,12 @@ class NonlocalBase(BaseModule):
     # -- analysis ----------------------------------------------------------------------------------
     def affinity(self, x: Tensor) -> Tensor:
         """The dense ``(B, N, N)`` affinity of input ``x``, for analysis and pictures."""
-        raise NotImplementedError
+        self.check_input(x)
+        return self.graph_operator(x).dense()
+
+    def spectral_form(self) -> Dict[str, str]:
+        """This block's row of the paper's Table 1, read off the code: vertices, edges, affinity, node feature,
+        filter."""
+        return dict(vertices=self.vertices, edges=f'{self.vertices} x {self.vertices}',
+                    affinity=self.graph.notation, node_feature=self.node_feature,
+                    filter=self.filter_spec.notation)

@@ -1,13 +1,15 @@
 """CC: the criss-cross attention block of Huang et al. 2019 (CCNet; paper Appendix B.5)."""
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmcv.cnn import Scale
 from torch import Tensor
 
-from snl_mm.graph import CRISS_CROSS_RANKS, CrissCrossOperator, criss_cross_attention
+from snl_mm.graph import CRISS_CROSS_RANKS, CrissCross, CrissCrossOperator, criss_cross_attention
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, pointwise_tokens
+from snl_mm.utils import check_int, check_positive_int
+from .base import FilterWeight, NonlocalBase
+from .tokens import ConfigType, flatten_map, from_tokens, pointwise_tokens, to_tokens
 
 
 @ROOT_MODELS.register_module()
@@ -50,6 +52,7 @@ class CCBlock(NonlocalBase):
 
     _abbr_ = 'cc_block'
     _projection_names = ('query_conv', 'key_conv', 'value_conv')
+    node_feature = 'X'
     spatial_ranks: Tuple[int, ...] = CRISS_CROSS_RANKS
 
     def __init__(self,
@@ -68,15 +71,12 @@ class CCBlock(NonlocalBase):
             raise ValueError(f'CCBlock: act_cfg must be None: criss-cross attention has no output '
                              f'activation, got {act_cfg!r}')
         if key_channels is None:
-            if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
-                raise ValueError(f'CCBlock: reduction must be a positive integer, got {reduction!r}')
+            check_positive_int(reduction, 'reduction', 'CCBlock')
             if isinstance(in_channels, int):
                 key_channels = max(1, in_channels // reduction)
-        elif not isinstance(key_channels, int) or isinstance(key_channels, bool) or key_channels < 1:
-            raise ValueError(f'CCBlock: key_channels must be a positive integer, got {key_channels!r}')
-        if not isinstance(recurrence, int) or isinstance(recurrence, bool) or recurrence < 1:
-            raise ValueError(f'CCBlock: recurrence must be an integer >= 1 (CCNet uses 2), got '
-                             f'{recurrence!r}')
+        else:
+            check_positive_int(key_channels, 'key_channels', 'CCBlock')
+        check_int(recurrence, 'recurrence', 'CCBlock', note=' (CCNet uses 2)')
         super().__init__(in_channels, reduction, key_channels, conv_cfg, None, None, init_cfg)
         self.key_channels = self.inner_channels
         self.recurrence = recurrence
@@ -84,16 +84,12 @@ class CCBlock(NonlocalBase):
         self.key_conv = self.pointwise(in_channels, self.key_channels)
         self.value_conv = self.pointwise(in_channels, in_channels)
         self.gamma = Scale(0.0)
+        self.graph = CrissCross()
         self.init_weights()
 
-    def output_layers(self):
-        return []
-
-    def init_weights(self) -> None:
-        """Projections ``N(0, 0.01)``, ``gamma = 0``: the block is the identity."""
-        super().init_weights()
-        if not self.init_cfg:
-            nn.init.zeros_(self.gamma.scale)
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
+        """``gamma``: zero at init, the block is the identity."""
+        return [self.gamma]
 
     def check_input(self, x: Tensor) -> Tuple[int, ...]:
         if isinstance(x, Tensor) and x.dim() - 2 not in self.spatial_ranks:
@@ -108,7 +104,15 @@ class CCBlock(NonlocalBase):
         qk = pointwise_tokens([self.query_conv, self.key_conv], grid).reshape(x.shape[0], -1,
                                                                              2 * self.key_channels)
         q, k = qk.split(self.key_channels, dim=-1)
-        return CrissCrossOperator(q, k, x.shape[2:])
+        return self.graph(q, k, x.shape[2:])
+
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        """``Z = X``: the input itself (Table 1); the value projection is part of ``W``."""
+        return to_tokens(flatten_map(x))
+
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        """``W = gamma W_v``: ``A (X W_v) = (A X) W_v`` for a row-stochastic ``A``, bias included."""
+        return [lambda t: self.gamma(self.value_conv(from_tokens(t)))]
 
     def _attend(self, grid: Tensor) -> Tensor:
         """One application on a grid in token layout ``(B, *S, C)``: ``grid + gamma (A V)``."""
@@ -116,7 +120,12 @@ class CCBlock(NonlocalBase):
         return criss_cross_attention(qkv, self.key_channels, self.gamma.scale, residual=grid)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)`` with ``S = (H, W)`` or ``(T, H, W)``."""
+        """``(B, C, *S) -> (B, C, *S)`` with ``S = (H, W)`` or ``(T, H, W)``.
+
+        The unified form of the base (``X + F(A, X)``, :meth:`NonlocalBase.forward`) applied ``recurrence`` times,
+        evaluated fused: the value projection is applied before the attention, and projections, attention,
+        ``gamma`` and residual run in token layout in one operation per application.
+        """
         self.check_input(x)
         # all applications run in token layout, where the lines of the grid are matrices BLAS reads in
         # place: the input is transposed once and the output once
@@ -124,11 +133,6 @@ class CCBlock(NonlocalBase):
         for _ in range(self.recurrence):
             grid = self._attend(grid)
         return grid.movedim(-1, 1).contiguous()
-
-    def affinity(self, x: Tensor) -> Tensor:
-        """The dense ``(B, N, N)`` float32 affinity of the first application, zero outside the cross."""
-        self.check_input(x)
-        return self.graph_operator(x).dense()
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, key_channels={self.key_channels}, ' \

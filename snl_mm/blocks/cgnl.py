@@ -1,14 +1,16 @@
 """CGNL: the compact generalized nonlocal block of Yue et al. 2018 (paper Appendix B.4)."""
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from snl_mm.graph import CHANNEL_KERNELS, ChannelAffinity, FilterSpec, LowRankOperator, graph_filter
+from snl_mm.graph import CHANNEL_KERNELS, ChannelAffinity, LowRankOperator
 from snl_mm.graph.cost import DENSE_LIMIT_BYTES
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, flatten_map
+from snl_mm.utils import is_int
+from .base import FilterWeight, NonlocalBase
+from .tokens import ConfigType, flatten_map
 
 
 #: ``max |y|`` above which the second moment of the output norm's input overflows float32 (``2^128``)
@@ -87,6 +89,8 @@ class CGNLBlock(NonlocalBase):
 
     _abbr_ = 'cgnl_block'
     _projection_names = ('t', 'p', 'g')
+    vertices = 'N Cs'
+    node_feature = 'vec(X W_Z)'
     KERNELS = CHANNEL_KERNELS
 
     def __init__(self,
@@ -105,8 +109,7 @@ class CGNLBlock(NonlocalBase):
                  init_cfg: ConfigType = None):
         super().__init__(in_channels, reduction, inner_channels, conv_cfg, norm_cfg, act_cfg, init_cfg)
         cs = self.inner_channels
-        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 \
-                or in_channels % groups or cs % groups:
+        if not is_int(groups) or groups < 1 or in_channels % groups or cs % groups:
             valid = [d for d in range(1, cs + 1) if cs % d == 0 and in_channels % d == 0]
             raise ValueError(f'CGNLBlock: groups must divide in_channels={in_channels} and '
                              f'inner_channels={cs}; valid groups: {valid}, got {groups!r}')
@@ -129,11 +132,9 @@ class CGNLBlock(NonlocalBase):
         self.z = self.pointwise(cs, in_channels, bias, groups=groups)
         self.gn = self.build_norm(in_channels)
         self.act = self.build_act()
-        # the second Chebyshev term alone: T_1(A) vec(Z) W
-        self.filter_spec = FilterSpec(order=2, terms=(1,))
         self.init_weights()
 
-    def output_layers(self):
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
         return [self.gn if self.gn is not None else self.z]
 
     def _group_vectors(self, m: Tensor) -> Tensor:
@@ -146,19 +147,22 @@ class CGNLBlock(NonlocalBase):
         xf = flatten_map(x)
         return self.graph(self._group_vectors(self.t(xf)), self._group_vectors(self.p(xf)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)``."""
-        self.check_input(x)
-        xf = flatten_map(x)
-        op = self.graph_operator(x)
-        g = self.g(xf)
-        signal = self._group_vectors(g).unsqueeze(-1)  # vec(Z): one value per node
-        out = graph_filter(op.matmul, signal, self.filter_spec,
-                           [lambda s: self.z(s.reshape(g.shape))])
-        if self.kernel == 'gaussian' and uses_input_statistics(self.gn):
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        """``vec(Z)``: one value per (channel, position) node, ``(B * groups, c N, 1)``."""
+        return self._group_vectors(self.g(flatten_map(x))).unsqueeze(-1)
+
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        rescale = self.kernel == 'gaussian' and uses_input_statistics(self.gn)
+
+        def weight(signal: Tensor) -> Tensor:
+            out = self.z(signal.reshape(signal.shape[0] // self.groups, self.inner_channels, -1, 1))
             # the unnormalised Taylor kernel grows as |x|^(2 order + 1): keep the norm's input in range
-            out = into_norm_range(out)
-        return self.residual(x, out, self.gn, self.act)
+            return into_norm_range(out) if rescale else out
+
+        return [weight]
+
+    def output_norm(self, unit: nn.Module):
+        return self.gn, self.act
 
     def affinity(self, x: Tensor) -> Tensor:
         """The dense channel-aware affinity ``(B, groups, c N, c N)`` (float32), for small inputs only.

@@ -15,9 +15,11 @@ from typing import Dict, List, Optional, Sequence
 import torch.nn as nn
 from torch import Tensor
 
-from snl_mm.graph import Affinity, FilterSpec, graph_filter
+from snl_mm.graph import Affinity, FilterSpec, GraphOperator
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, flatten_map, from_tokens, to_tokens
+from snl_mm.utils import check_int
+from .base import FilterWeight, NonlocalBase
+from .tokens import ConfigType, flatten_map, from_tokens, to_tokens
 
 
 class _Unit(nn.Module):
@@ -47,7 +49,8 @@ class GraphNonlocalBlock(NonlocalBase):
     """
 
     _abbr_ = 'graph_nonlocal'
-    _projection_names = ('theta', 'phi', 'g')
+    _projection_names = ('theta', 'phi')
+    _unit_projection_names = ('g', )
 
     def __init__(self,
                  in_channels: int,
@@ -68,8 +71,7 @@ class GraphNonlocalBlock(NonlocalBase):
         if not isinstance(graph_filter, dict):
             raise TypeError(f'{name}: graph_filter must be a dict of FilterSpec arguments, got '
                             f'{graph_filter!r}')
-        if not isinstance(num_units, int) or isinstance(num_units, bool) or num_units < 1:
-            raise ValueError(f'{name}: num_units must be an integer >= 1, got {num_units!r}')
+        check_int(num_units, 'num_units', name)
         try:
             self.graph = Affinity(**affinity)
             self.filter_spec = FilterSpec(**graph_filter)
@@ -101,51 +103,25 @@ class GraphNonlocalBlock(NonlocalBase):
         owner.act = self.build_act()
         return owner
 
-    def _all_units(self) -> Sequence[nn.Module]:
+    def filter_units(self) -> Sequence[nn.Module]:
         return [self, *self.units]
 
-    def init_weights(self) -> None:
-        super().init_weights()
-        if not self.init_cfg:
-            for unit in self.units:
-                nn.init.normal_(unit.g.weight, std=0.01)
-                if unit.g.bias is not None:
-                    nn.init.zeros_(unit.g.bias)
-                for layer in self._unit_outputs(unit):
-                    nn.init.zeros_(layer.weight)
-                    if getattr(layer, 'bias', None) is not None:
-                        nn.init.zeros_(layer.bias)
-
-    def _unit_outputs(self, unit: nn.Module) -> List[nn.Module]:
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
+        unit = self if unit is None else unit
         if unit.norm is not None:
             return [unit.norm]
         return [getattr(unit, w) for w in self._weight_names()]
 
-    def output_layers(self) -> Sequence[nn.Module]:
-        return self._unit_outputs(self)
-
-    def graph_operator(self, x: Tensor):
+    def graph_operator(self, x: Tensor) -> GraphOperator:
         """The affinity of input ``x`` as a :class:`~snl_mm.graph.affinity.GraphOperator`."""
         xf = flatten_map(x)
         return self.graph(to_tokens(self.theta(xf)), to_tokens(self.phi(xf)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)``."""
-        self.check_input(x)
-        op = self.graph_operator(x)
-        out = x
-        for unit in self._all_units():
-            z = to_tokens(unit.g(flatten_map(out)))
-            weights = [lambda t, w=getattr(unit, name): w(from_tokens(t))
-                       for name in self._weight_names()]
-            filtered = graph_filter(op.matmul, z, self.filter_spec, weights)
-            out = self.residual(out, filtered, unit.norm, unit.act)
-        return out
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        return to_tokens(unit.g(flatten_map(x)))
 
-    def affinity(self, x: Tensor) -> Tensor:
-        """The dense ``(B, N, N)`` affinity of input ``x``."""
-        self.check_input(x)
-        return self.graph_operator(x).dense()
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        return [lambda t, w=getattr(unit, name): w(from_tokens(t)) for name in self._weight_names()]
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, affinity={self.graph!r}, filter={self.filter_spec!r}, '

@@ -1,14 +1,15 @@
 """NL: the nonlocal block of Wang et al. 2018 (paper Appendix B.1), laid out as mmcv's ``NonLocal2d/3d``."""
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from torch import Tensor
 
-from snl_mm.graph import Affinity
+from snl_mm.graph import Affinity, GraphOperator
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType, NonlocalBase, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+from .base import FilterWeight, NonlocalBase
+from .tokens import ConfigType, flat_norm_cfg, flatten_map, from_tokens, to_tokens
 
 
 class SpatialMaxPool(nn.Module):
@@ -97,13 +98,13 @@ class NLBlock(NonlocalBase):
     def _projection_names(self) -> Tuple[str, ...]:
         return ('g',) if self.mode == 'gaussian' else ('g', 'theta', 'phi')
 
-    def output_layers(self):
+    def output_layers(self, unit: Optional[nn.Module] = None) -> Sequence[nn.Module]:
         return [self.conv_out.norm if self.conv_out.with_norm else self.conv_out.conv]
 
     def check_input(self, x: Tensor) -> Tuple[int, ...]:
         spatial = super().check_input(x)
         pooled = spatial if len(spatial) == 1 else spatial[-2:]
-        if self.sub_sample and min(pooled) < 2:
+        if self.sub_sample and spatial and min(pooled) < 2:
             raise ValueError(f'NLBlock with sub_sample=True max-pools {"L" if len(spatial) == 1 else "(H, W)"} '
                              f'by 2 and needs them >= 2, got an input of shape {tuple(x.shape)}; use '
                              'sub_sample=False for smaller maps')
@@ -119,7 +120,7 @@ class NLBlock(NonlocalBase):
             return to_tokens(flatten_map(pool(m)))
         return to_tokens(module(flatten_map(x)))
 
-    def graph_operator(self, x: Tensor):
+    def graph_operator(self, x: Tensor) -> GraphOperator:
         if self.mode == 'gaussian':
             q = to_tokens(flatten_map(x))
             k = self._embed(self.phi, x) if self.sub_sample else q
@@ -128,13 +129,12 @@ class NLBlock(NonlocalBase):
             k = self._embed(self.phi, x)
         return self.graph(q, k)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)``."""
-        self.check_input(x)
-        y = self.graph_operator(x).matmul(self._embed(self.g, x))
-        return self.residual(x, self.conv_out(from_tokens(y)), None, self.act)
+    def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
+        return self._embed(self.g, x)
 
-    def affinity(self, x: Tensor) -> Tensor:
-        """The dense ``(B, N, N')`` affinity (``N' = N / 4`` with ``sub_sample`` in 2D/3D)."""
-        self.check_input(x)
-        return self.graph_operator(x).dense()
+    def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
+        return [lambda t: self.conv_out(from_tokens(t))]
+
+    def output_norm(self, unit: nn.Module):
+        # the norm is conv_out's own (mmcv's layout): only the activation follows
+        return None, self.act

@@ -2,8 +2,8 @@
 from typing import Optional
 
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType
 from .graph_block import GraphNonlocalBlock
+from .tokens import ConfigType
 
 
 @ROOT_MODELS.register_module()

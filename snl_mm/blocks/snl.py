@@ -3,8 +3,9 @@ from typing import Optional
 
 from snl_mm.graph.cost import Path
 from snl_mm.registry import ROOT_MODELS
-from .base import ConfigType
+from snl_mm.utils import check_int
 from .graph_block import GraphNonlocalBlock
+from .tokens import ConfigType
 
 #: activations whose gradient at 0 is 0: behind a zero-initialised norm they stop all learning
 DEAD_AT_ZERO = ('ReLU', 'ReLU6')
@@ -59,9 +60,7 @@ class SNLBlock(GraphNonlocalBlock):
                 f"SNLBlock: act_cfg={act_cfg!r} after the zero-initialised norm has zero gradient at "
                 "init, so the block would never train; use act_cfg=None (Eq. 5) or an activation with a "
                 "non-zero slope at 0 (e.g. dict(type='LeakyReLU')), or give an init_cfg")
-        if not isinstance(order, int) or isinstance(order, bool) or order < 2:
-            raise ValueError(f'SNLBlock: order must be an integer >= 2 (2 is Eq. 5: Z W1 + A Z W2), '
-                             f'got {order!r}')
+        check_int(order, 'order', 'SNLBlock', minimum=2, note=' (2 is Eq. 5: Z W1 + A Z W2)')
         super().__init__(
             in_channels, reduction, inner_channels,
             affinity=dict(kernel='relu_dot', symmetrize=True, normalize='symmetric', path=path),

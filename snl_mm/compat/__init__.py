@@ -1,48 +1,49 @@
-"""Fixes for gaps in the OpenMMLab releases snl_mm runs on, one module per gap.
+"""Fixes for gaps in mmengine 0.10.7 (the release snl-mm runs on), one module per gap. Importing this package
+applies them; applying twice changes nothing.
 
-Importing this package (``import snl_mm`` does it first) applies every fix, in every process that imports
-it, torchrun workers included; applying twice changes nothing.
+Why they are not applied by ``import snl_mm``: the package's blocks, backbones and insertion mechanism are a
+library that other code imports (``from snl_mm.graph import Affinity`` in a notebook, ``SNLBlock`` in someone
+else's model); importing a library of blocks must not change how a different library loads checkpoints, starts
+distributed runs or wraps models. The fixes below do change mmengine, so they are opt-in, and applied where a
+training run starts:
+
+* by the package's tools (``tools/train.py``, ``tools/test.py``, ``dist_train.sh``, ``slurm_train.sh``, the
+  analysis tools), which import :mod:`snl_mm.compat` first;
+* by one line in a config, for the toolboxes' own launchers (mmpretrain's, mmaction2's ``tools/train.py``,
+  ``mim train``); every config of the package carries it::
+
+      custom_imports = dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
+
+  mmengine imports ``custom_imports`` when it reads the config, in every process (torchrun and slurm workers
+  too), before the Runner starts.
+
+Each fix checks, when it is applied, whether the installed mmengine still has the gap (by its behaviour where a
+cheap check exists), and leaves mmengine alone otherwise.
 
 =====================  =================================================================================
 module                 gap
 =====================  =================================================================================
-:mod:`.versions`       unsupported mmcv / mmengine / torch stop here with the supported ranges
-:mod:`.mmaction_drn`   mmaction2 1.2.0 wheel lacks ``mmaction.models.localizers.drn`` (mmaction2#2714)
 :mod:`.checkpoint`     mmengine 0.10.7 checkpoints under torch >= 2.6 ``weights_only`` (mmengine#1655)
 :mod:`.dist`           mmengine 0.10.7 distributed start and DDP wrapper assume GPUs
-:mod:`.mmseg`          mmsegmentation's models need compiled ``mmcv.ops`` and ftfy (mmsegmentation#871, #3704)
 =====================  =================================================================================
 
 ``docs/troubleshooting.md`` describes each gap's symptom and fix for users.
 """
 from typing import Dict
 
-from . import versions
-
-# The version guard runs before anything imports mmaction2 or mmsegmentation, whose own mmcv asserts would
-# otherwise fire first with a less helpful message.
-versions.check_versions()
-
-from . import checkpoint, dist, mmaction_drn  # noqa: E402
-from .mmseg import mmseg_available, require_mmseg  # noqa: E402
+from . import checkpoint, dist
 
 
 def apply_all() -> Dict[str, bool]:
     """Apply every fix; idempotent.
 
     Returns:
-        dict: fix name -> whether it is in effect in this process (the ``drn`` placeholder is only
-        installed when mmaction2 lacks the real package; the checkpoint fix only on torch >= 2.5).
+        dict: fix name -> whether it is in effect in this process (False where mmengine does not need it).
     """
-    return dict(
-        mmaction_drn=mmaction_drn.apply(),
-        checkpoint=checkpoint.apply(),
-        dist=dist.apply(),
-    )
+    return dict(checkpoint=checkpoint.apply(), dist=dist.apply())
 
 
 #: what :func:`apply_all` reported when this package was imported.
 APPLIED = apply_all()
 
-__all__ = ['apply_all', 'APPLIED', 'mmseg_available', 'require_mmseg', 'versions', 'checkpoint', 'dist',
-           'mmaction_drn']
+__all__ = ['apply_all', 'APPLIED', 'checkpoint', 'dist']

@@ -31,7 +31,9 @@ method registered with ``HistoryBuffer.register_statistics``) can be loaded insi
 import contextlib
 import functools
 import inspect
+import os.path as osp
 import pickle
+import tempfile
 from typing import Any, Callable, Iterator, List, Tuple
 
 import numpy as np
@@ -116,21 +118,36 @@ def is_applied() -> bool:
     return getattr(CheckpointLoader.load_checkpoint, '__snl_mm_patched__', False)
 
 
+def gap_present() -> bool:
+    """Whether mmengine's checkpoint loader fails on a checkpoint of its own (the gap), by trying it once on a
+    small file holding a ``HistoryBuffer``, as the Runner's checkpoints do."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'probe.pth')
+        buffer = HistoryBuffer()
+        buffer.update(1.0)
+        torch.save({'message_hub': {'log_scalars': {'loss': buffer}}}, path)
+        try:
+            CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='silent')
+        except pickle.UnpicklingError:
+            return True
+    return False
+
+
 def apply() -> bool:
     """Make mmengine's :meth:`CheckpointLoader.load_checkpoint` load within
-    :func:`mmengine_checkpoint_globals`. Safe to call any number of times.
+    :func:`mmengine_checkpoint_globals`, where mmengine has the gap. Safe to call any number of times.
 
     Every mmengine path to a checkpoint goes through that method: ``Runner.load_checkpoint`` (``load_from``),
     ``Runner.resume``, ``mmengine.runner.load_checkpoint`` (``init_recognizer``, ``init_model``) and the
     ``torchvision://``, ``open-mmlab://``, ``http(s)://`` schemes.
 
     Returns:
-        bool: True when the loader is wrapped; False on torch versions without ``safe_globals``
-        (torch < 2.5 loads with ``weights_only=False`` and needs nothing).
+        bool: True when the loader is wrapped; False where mmengine loads its own checkpoints already
+        (torch < 2.6, or an mmengine with the fix).
     """
     if is_applied():
         return True
-    if not hasattr(torch.serialization, 'safe_globals'):
+    if not hasattr(torch.serialization, 'safe_globals') or not gap_present():
         return False
     original = CheckpointLoader.load_checkpoint.__func__
 

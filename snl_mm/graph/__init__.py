@@ -4,13 +4,13 @@ from .affinity import (KERNELS, NORMALIZATIONS, Affinity, DenseOperator, GraphOp
                        LowRankOperator, SoftmaxOperator)
 from .channel_affinity import CHANNEL_KERNELS, ChannelAffinity, taylor_features
 from .cost import PATHS, choose_path
-from .criss_cross import CRISS_CROSS_RANKS, CrissCrossOperator, criss_cross_attention, criss_cross_mask
-from .double_attention import double_attention
+from .criss_cross import CRISS_CROSS_RANKS, CrissCross, CrissCrossOperator, criss_cross_attention, criss_cross_mask
+from .double_attention import DoubleAttention, double_attention
 from .filters import FilterSpec, chebyshev_basis, graph_filter
 
 __all__ = [
     'Affinity', 'GraphOperator', 'DenseOperator', 'SoftmaxOperator', 'LowRankOperator', 'KERNELS',
     'NORMALIZATIONS', 'PATHS', 'choose_path', 'FilterSpec', 'chebyshev_basis', 'graph_filter',
     'ChannelAffinity', 'CHANNEL_KERNELS', 'taylor_features', 'CrissCrossOperator', 'criss_cross_attention',
-    'criss_cross_mask', 'CRISS_CROSS_RANKS', 'double_attention'
+    'criss_cross_mask', 'CRISS_CROSS_RANKS', 'CrissCross', 'DoubleAttention', 'double_attention'
 ]

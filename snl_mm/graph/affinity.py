@@ -317,6 +317,14 @@ class Affinity:
                 f'normalize={self.normalize!r}, scale={self.scale!r}, path={self.path!r})')
 
     @property
+    def notation(self) -> str:
+        """``A`` as the paper's Table 1 writes it, ``M`` the kernel (``M_hat = (M + M^T) / 2`` when symmetrised):
+        ``'D_M^-1 M'`` (random walk), ``'D_M^-1/2 M_hat D_M^-1/2'`` (SNL), ``'M'``, ``'M / N'``."""
+        m = 'M_hat' if self.symmetrize else 'M'
+        return {'none': m, 'size': f'{m} / N', 'random_walk': f'D_M^-1 {m}',
+                'symmetric': f'D_M^-1/2 {m} D_M^-1/2'}[self.normalize]
+
+    @property
     def streams(self) -> bool:
         """Whether ``A @ Z`` is computed without an ``N x N`` buffer at large ``N``."""
         return self.kernel != 'exp_dot' or (self.normalize == 'random_walk' and not self.symmetrize)

@@ -82,6 +82,9 @@ class ChannelAffinity:
         """The rank of ``A`` (features per node)."""
         return 1 if self.kernel == 'dot' else self.order + 1
 
+    #: ``A`` as the paper's Table 1 writes it: the raw kernel over (channel, position) nodes
+    notation = 'M^f'
+
     def __repr__(self) -> str:
         return (f'ChannelAffinity(kernel={self.kernel!r}, order={self.order}, gamma={self.gamma}, '
                 f'use_scale={self.use_scale})')

@@ -269,3 +269,17 @@ class CrissCrossOperator(GraphOperator):
             logits = q @ k.transpose(1, 2)
             mask = criss_cross_mask(self.spatial, device=logits.device)
             return torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1)
+
+
+class CrissCross:
+    """The affinity of criss-cross attention: ``A = D^-1 (C o M)`` with ``M = exp(q k^T)`` and the edge mask ``C``
+    of the criss-cross (:func:`criss_cross_mask`), as the paper's Table 1 writes it."""
+
+    notation = 'D_(C.M)^-1 (C.M)'
+
+    def __repr__(self) -> str:
+        return 'CrissCross()'
+
+    def __call__(self, q: Tensor, k: Tensor, spatial: Sequence[int]) -> CrissCrossOperator:
+        """The operator of queries ``q`` and keys ``k`` ``(B, N, c)`` on the grid ``spatial``."""
+        return CrissCrossOperator(q, k, spatial)

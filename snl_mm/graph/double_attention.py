@@ -16,26 +16,42 @@ from torch import Tensor
 from .affinity import LowRankOperator, _no_autocast, _upcast
 
 
-def double_attention(gather_logits: Tensor, distribute_logits: Tensor) -> LowRankOperator:
-    """The affinity ``A = softmax_desc(V)^T softmax_pos(B)`` of one input, as a graph operator.
+class DoubleAttention:
+    """The affinity of double attention, ``A = softmax_desc(V)^T softmax_pos(B)``.
 
-    Both softmaxes run in float32 (also under autocast); the operator multiplies in float32 and returns
-    its result in the signal's dtype.
-
-    Args:
-        gather_logits (Tensor): the gather maps ``B`` in token layout ``(B, N, c_n)``; normalised over the
-            ``N`` positions (one attention map per descriptor).
-        distribute_logits (Tensor): the distribute maps ``V`` in token layout ``(B, N, c_n)``; normalised
-            over the ``c_n`` descriptors (one selection per position).
-
-    Returns:
-        LowRankOperator: ``A`` of shape ``(B, N, N)``, applied in the factored order (its ``dense()`` forms
-        it, for analysis).
+    Table 1 writes it ``M_bar = sigma(X W_phi) sigma(X W_psi)``: a product of two softmax maps, not normalised
+    further (it is row-stochastic by construction).
     """
-    if gather_logits.dim() != 3 or gather_logits.shape != distribute_logits.shape:
-        raise ValueError('double_attention expects gather and distribute maps of one shape (B, N, c_n), '
-                         f'got {tuple(gather_logits.shape)} and {tuple(distribute_logits.shape)}')
-    with _no_autocast(gather_logits.device.type):
-        gather = torch.softmax(_upcast(gather_logits), dim=1)
-        distribute = torch.softmax(_upcast(distribute_logits), dim=2)
-    return LowRankOperator(distribute, gather, 1.0, symmetrize=False, normalize='none', path='factored')
+
+    notation = 'M_bar'
+
+    def __repr__(self) -> str:
+        return 'DoubleAttention()'
+
+    def __call__(self, gather_logits: Tensor, distribute_logits: Tensor) -> LowRankOperator:
+        """The affinity of one input, as a graph operator.
+
+        Both softmaxes run in float32 (also under autocast); the operator multiplies in float32 and returns
+        its result in the signal's dtype.
+
+        Args:
+            gather_logits (Tensor): the gather maps ``B`` in token layout ``(B, N, c_n)``; normalised over the
+                ``N`` positions (one attention map per descriptor).
+            distribute_logits (Tensor): the distribute maps ``V`` in token layout ``(B, N, c_n)``; normalised
+                over the ``c_n`` descriptors (one selection per position).
+
+        Returns:
+            LowRankOperator: ``A`` of shape ``(B, N, N)``, applied in the factored order (its ``dense()`` forms
+            it, for analysis).
+        """
+        if gather_logits.dim() != 3 or gather_logits.shape != distribute_logits.shape:
+            raise ValueError('double_attention expects gather and distribute maps of one shape (B, N, c_n), '
+                             f'got {tuple(gather_logits.shape)} and {tuple(distribute_logits.shape)}')
+        with _no_autocast(gather_logits.device.type):
+            gather = torch.softmax(_upcast(gather_logits), dim=1)
+            distribute = torch.softmax(_upcast(distribute_logits), dim=2)
+        return LowRankOperator(distribute, gather, 1.0, symmetrize=False, normalize='none', path='factored')
+
+
+#: :class:`DoubleAttention` as a function: ``double_attention(gather_logits, distribute_logits)``.
+double_attention = DoubleAttention()

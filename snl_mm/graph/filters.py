@@ -22,6 +22,11 @@ from torch import Tensor
 MatMul = Callable[[Tensor], Tensor]
 
 
+def _term(k: int) -> str:
+    """``T_k(A) Z`` as Table 1 writes it: ``Z``, ``A Z``, ``T_k(A) Z``."""
+    return {0: 'Z', 1: 'A Z'}.get(k, f'T_{k}(A) Z')
+
+
 def chebyshev_basis(apply_a: MatMul, z: Tensor, order: int) -> List[Tensor]:
     """``[T_0(A) z, T_1(A) z, ..., T_{order-1}(A) z]`` with ``order - 1`` applications of ``A``.
 
@@ -75,6 +80,23 @@ class FilterSpec:
         return 1 if self.shared_coefficients is not None else len(self.terms)
 
     @property
+    def notation(self) -> str:
+        """The filter as the paper's Table 1 writes it (``'A Z W'``, ``'-Z W + A Z W'``, ``'Z W_1 + A Z W_2'``)."""
+        if self.shared_coefficients is not None:
+            parts = [(c, f'{_term(t)} W') for c, t in zip(self.shared_coefficients, self.terms)]
+        elif len(self.terms) == 1:
+            parts = [(1.0, f'{_term(self.terms[0])} W')]
+        else:
+            parts = [(1.0, f'{_term(t)} W_{t + 1}') for t in self.terms]
+        text = ''
+        for coef, body in parts:
+            magnitude = '' if abs(coef) == 1 else f'{abs(coef):g} '
+            sign = '-' if coef < 0 else '+'
+            text += (f'{sign}{magnitude}{body}' if not text else f' {sign} {magnitude}{body}') \
+                if (text or coef < 0) else f'{magnitude}{body}'
+        return text
+
+    @property
     def needed_order(self) -> int:
         """Terms up to the highest kept one must be computed."""
         return max(self.terms) + 1
@@ -92,11 +114,12 @@ def graph_filter(apply_a: MatMul, z: Tensor, spec: FilterSpec,
         apply_a (callable): ``z -> A z`` on ``(B, N, c)`` signals.
         z (Tensor): node features ``(B, N, c)``.
         spec (FilterSpec): kept terms and weight sharing.
-        weights (sequence[callable]): ``spec.num_weights`` maps ``(B, N, c) -> (B, N, c_out)``, in the
-            order of ``spec.terms``.
+        weights (sequence[callable]): ``spec.num_weights`` maps, in the order of ``spec.terms``, from the
+            ``(B, N, c)`` signals ``T_k(A) Z`` to the caller's output layout (the blocks' map the signals to their
+            ``(B, C, N, 1)`` output maps with a 1x1 convolution); all must return one shape.
 
     Returns:
-        Tensor: ``(B, N, c_out)``.
+        Tensor: the sum of the weighted terms, in the layout the weights return.
     """
     if len(weights) != spec.num_weights:
         raise ValueError(f'{spec} needs {spec.num_weights} weights, got {len(weights)}')

@@ -1,13 +1,14 @@
-"""What every plugin backbone with residual stages adds to its upstream class."""
-from typing import Dict, List
+"""What every backbone class with a ``plugins=`` argument of its own adds to its upstream class."""
+from typing import Dict, List, Optional, Sequence
 
 import torch.nn as nn
 
-from .insert import PluginEntries, init_inserted, insert_plugins
+from .entries import PluginEntries
+from .insert import init_inserted, insert
 
 
 class PluginsMixin:
-    """Gives a backbone with residual stages a ``plugins=`` argument.
+    """Gives a backbone a ``plugins=`` argument.
 
     Put it before the upstream class (``class ResNet(PluginsMixin, mmpretrain.models.ResNet)``) and call
     :meth:`insert_plugins` at the end of ``__init__``. The upstream ``forward``, ``train`` (``frozen_stages``,
@@ -23,14 +24,15 @@ class PluginsMixin:
     plugins: PluginEntries
     plugin_paths: List[str]
 
-    def insert_plugins(self, plugins: PluginEntries) -> None:
-        """Validate ``plugins`` and insert the blocks (see :func:`snl_mm.plugins.insert_plugins`).
+    def insert_plugins(self, plugins: PluginEntries, probe_shape: Optional[Sequence[int]] = None) -> None:
+        """Check ``plugins``, insert the blocks and verify them (:func:`snl_mm.plugins.insert`).
 
         Args:
             plugins (list[dict] | None): the plugin entries.
+            probe_shape (Sequence[int], optional): input shape of the build-time check.
         """
         self.plugins = plugins
-        self.plugin_paths = insert_plugins(self, plugins)
+        self.plugin_paths = [] if plugins is None else insert(self, plugins, probe_shape)
         # the upstream __init__ froze its stages before the blocks existed
         if self.plugin_paths and hasattr(self, '_freeze_stages'):
             self._freeze_stages()
@@ -48,3 +50,23 @@ class PluginsMixin:
         """
         upstream = super().init_weights
         init_inserted(self, self.plugin_paths, lambda: upstream(*args, **kwargs))
+
+
+def plugin_class(upstream: type, module: str, summary: str) -> type:
+    """``upstream`` with a ``plugins=`` argument (and ``probe_shape=``), as a class of module ``module``.
+
+    The class is a subclass of ``upstream`` and :class:`PluginsMixin` whose ``__init__`` takes every upstream
+    argument unchanged; assign it to a module-level name of ``module`` (so it pickles) and register it.
+    """
+
+    def __init__(self, *args, plugins: PluginEntries = None, probe_shape: Optional[Sequence[int]] = None,
+                 **kwargs) -> None:
+        upstream.__init__(self, *args, **kwargs)
+        self.insert_plugins(plugins, probe_shape)
+
+    doc = (f'{summary}\n\n    Args:\n        *args, **kwargs: the arguments of ``{upstream.__module__}.'
+           f'{upstream.__name__}``.\n        plugins (list[dict], optional): plugin entries '
+           '(:mod:`snl_mm.plugins.entries`). Default: None (the plain backbone).\n        probe_shape (tuple, '
+           'optional): input shape of the build-time check.\n')
+    return type(upstream.__name__, (PluginsMixin, upstream),
+                dict(__init__=__init__, __doc__=doc, __module__=module, __qualname__=upstream.__name__))

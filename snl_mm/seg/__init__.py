@@ -4,7 +4,7 @@ mmsegmentation needs a compiled mmcv (``mmcv.ops``; ``tools/build_mmcv.sh`` buil
 ``import snl_mm`` still works: the name ``snl_mm.NonlocalHead`` stays registered, and building it raises an
 ImportError that says how to get the compiled mmcv, instead of a KeyError about an unknown type.
 """
-from snl_mm.compat.mmseg import mmseg_available, require_mmseg
+from snl_mm.utils import mmseg_available, require_mmseg
 from snl_mm.registry import MODELS
 
 if mmseg_available():
@@ -14,7 +14,7 @@ else:
 
     @MODELS.register_module(name='NonlocalHead')
     def NonlocalHead(**kwargs):  # noqa: N802 (stands in for the class of the same name)
-        """Raise the ImportError of :func:`~snl_mm.compat.mmseg.require_mmseg` (mmseg cannot load)."""
+        """Raise the ImportError of :func:`~snl_mm.utils.require_mmseg` (mmseg cannot load)."""
         require_mmseg('snl_mm.NonlocalHead (the mmsegmentation decode head)')
 
 __all__ = ['NonlocalHead', 'build_head_block']

@@ -21,27 +21,12 @@ import torch.nn as nn
 from mmseg.models.decode_heads.fcn_head import FCNHead
 from torch import Tensor
 
+from snl_mm.blocks import BLOCK_NAMES
 from snl_mm.registry import MODELS, ROOT_MODELS
+from snl_mm.utils import argument_default
 
 #: norm types that a block's default batch norm may be replaced by (the head's own ``norm_cfg``).
 _BATCH_NORMS = ('BN', 'BN1d', 'BN2d', 'BN3d', 'SyncBN', 'MMSyncBN', 'NaiveSyncBN')
-
-
-def _default_of(cls: type, name: str) -> Any:
-    """Default of constructor argument ``name`` of ``cls`` (walking up ``**kwargs`` chains).
-
-    Returns ``inspect.Parameter.empty`` when no constructor in the MRO declares it.
-    """
-    for klass in cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        if name in params:
-            return params[name].default
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break
-    return inspect.Parameter.empty
 
 
 def _block_class(block_type: Any) -> type:
@@ -52,9 +37,8 @@ def _block_class(block_type: Any) -> type:
     with ROOT_MODELS.switch_scope_and_registry(None) as registry:
         cls = registry.get(block_type)
     if cls is None:
-        known = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
         raise KeyError(f'NonlocalHead: block type {block_type!r} is not registered; the nonlocal blocks '
-                       f'are {known} (any module of the model registry taking in_channels works)')
+                       f'are {BLOCK_NAMES} (any module of the model registry taking in_channels works)')
     return cls
 
 
@@ -84,11 +68,11 @@ def build_head_block(block: Dict, channels: int, norm_cfg: Optional[Dict],
                          f'channels={channels}; leave it out (the head fills it)')
     cls = _block_class(cfg['type'])
     if norm_cfg is not None and 'norm_cfg' not in cfg:
-        default = _default_of(cls, 'norm_cfg')
+        default = argument_default(cls, 'norm_cfg')
         if isinstance(default, dict) and default.get('type') in _BATCH_NORMS:
             cfg['norm_cfg'] = dict(norm_cfg)
     if conv_cfg is not None and 'conv_cfg' not in cfg \
-            and _default_of(cls, 'conv_cfg') is not inspect.Parameter.empty:
+            and argument_default(cls, 'conv_cfg') is not inspect.Parameter.empty:
         cfg['conv_cfg'] = dict(conv_cfg)
     cfg['type'] = cls
     return ROOT_MODELS.build(cfg)

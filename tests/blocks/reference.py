@@ -12,40 +12,7 @@ import torch.nn as nn
 from torch import Tensor
 
 
-# -- helpers ---------------------------------------------------------------------------------------
-def rel_err(y: Tensor, y_ref: Tensor) -> float:
-    """``||y - y_ref|| / ||y_ref||``."""
-    return ((y - y_ref).norm() / y_ref.norm()).item()
-
-
-@torch.no_grad()
-def randomise_(module: nn.Module, std: float = 0.5, seed: int = 0) -> nn.Module:
-    """Random weights everywhere (never zero) and random norm statistics, in place."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype) * std)
-    randomise_norms_(module, seed=seed + 1)
-    return module
-
-
-@torch.no_grad()
-def randomise_norms_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random affine parameters and running statistics of every BN / GN of ``module``, in place."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def rand(t: Tensor, low: float, high: float) -> Tensor:
-        return (torch.rand(t.shape, generator=gen, dtype=torch.float64) * (high - low) + low).to(t.dtype)
-
-    for m in module.modules():
-        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-            if m.weight is not None:
-                m.weight.copy_(rand(m.weight, 0.5, 1.5) * torch.where(
-                    torch.rand(m.weight.shape, generator=gen) < 0.5, -1.0, 1.0).to(m.weight.dtype))
-                m.bias.copy_(rand(m.bias, -0.5, 0.5))
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            m.running_mean.copy_(rand(m.running_mean, -0.3, 0.3))
-            m.running_var.copy_(rand(m.running_var, 0.5, 2.0))
-    return module
+from tests.helpers import randomise_, randomise_norms_, rel_err  # noqa: F401 (re-exported)
 
 
 def conv1x1(x: Tensor, conv: nn.Module) -> Tensor:

@@ -6,8 +6,8 @@ from mmengine.model import BaseModule
 from tests.blocks.reference import randomise_
 
 from snl_mm.blocks import NLBlock, NSBlock, SNLBlock
-from snl_mm.blocks.base import (NonlocalBase, flat_norm_cfg, flatten_map, from_tokens, pointwise_tokens,
-                                to_tokens)
+from snl_mm.blocks.base import NonlocalBase
+from snl_mm.blocks.tokens import flat_norm_cfg, flatten_map, from_tokens, pointwise_tokens, to_tokens
 
 
 def _x(shape, seed=1):

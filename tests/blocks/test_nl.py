@@ -105,7 +105,7 @@ def test_equals_mmcv_nonlocal2d_float32_with_group_norm(mode):
 
 
 def test_loads_mmaction2_i3d_nonlocal_layer():
-    from snl_mm.compat import mmaction_drn
+    from snl_mm.backbones import mmaction_drn
     mmaction_drn.apply()
     from mmaction.models.backbones.resnet3d import ResNet3d
 

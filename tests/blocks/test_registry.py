@@ -47,7 +47,7 @@ def test_mmaction_scope(name):
 
 @pytest.mark.parametrize('name', BLOCKS)
 def test_mmseg_scope(name):
-    from snl_mm.compat import mmseg_available
+    from snl_mm.utils import mmseg_available
     if not mmseg_available():
         pytest.skip('mmsegmentation cannot load its models without compiled mmcv ops (mmcv-lite installed)')
     _check(_scoped_build('mmseg', 'mmseg.registry', name), name)

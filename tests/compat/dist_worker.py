@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import snl_mm  # noqa: F401  (applies snl_mm.compat in this worker process)
+import snl_mm.compat  # noqa: F401  (applies the fixes of mmengine's gaps in this worker process)
 from mmcv.cnn import build_norm_layer
 from mmengine.config import Config
 from mmengine.dist import get_dist_info

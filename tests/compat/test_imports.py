@@ -1,4 +1,5 @@
-"""``import snl_mm`` in a fresh interpreter makes the whole OpenMMLab stack importable."""
+"""Importing the package and its fixes: ``import snl_mm`` registers and changes nothing in mmengine;
+``import snl_mm.compat`` applies the fixes, once; either makes the whole OpenMMLab stack importable."""
 import subprocess
 import sys
 
@@ -11,14 +12,32 @@ def _run(code: str, env) -> subprocess.CompletedProcess:
 
 def test_import_snl_mm_then_openmmlab_models(subprocess_env) -> None:
     code = ('import snl_mm, mmpretrain.models, mmaction.models\n'
+            'import snl_mm.compat\n'
             'print(snl_mm.__version__, snl_mm.compat.APPLIED)\n')
     proc = _run(code, subprocess_env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.startswith(snl_mm.__version__)
 
 
+def test_import_snl_mm_changes_nothing_in_mmengine(subprocess_env) -> None:
+    """The checkpoint loader, the distributed start and the DDP wrapper are mmengine's own until
+    ``snl_mm.compat`` is imported."""
+    code = ('import snl_mm\n'
+            'from mmengine.runner.checkpoint import CheckpointLoader\n'
+            'import mmengine.dist.utils as du\n'
+            'from mmengine.model import MMDistributedDataParallel as DDP\n'
+            'patched = lambda: [getattr(f, "__snl_mm_patched__", False) for f in (\n'
+            '    CheckpointLoader.load_checkpoint, du._init_dist_pytorch, DDP.__init__)]\n'
+            'print(patched())\n'
+            'import snl_mm.compat\n'
+            'print(patched())\n')
+    proc = _run(code, subprocess_env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-2:] == ['[False, False, False]', '[True, True, True]']
+
+
 def test_custom_imports_in_a_config(subprocess_env, tmp_path) -> None:
-    """``custom_imports=['snl_mm']`` in a config applies the compatibility layer before mmaction's models."""
+    """``custom_imports=['snl_mm']`` in a config makes mmaction's models importable (its missing module filled)."""
     cfg = tmp_path / 'cfg.py'
     cfg.write_text("custom_imports = dict(imports=['snl_mm'], allow_failed_imports=False)\n"
                    "model = dict(type='Recognizer2D', backbone=dict(type='ResNet', depth=18, pretrained=None),\n"
@@ -35,6 +54,7 @@ def test_custom_imports_in_a_config(subprocess_env, tmp_path) -> None:
 
 
 def test_apply_all_idempotent() -> None:
+    import snl_mm.compat
     first = dict(snl_mm.compat.APPLIED)
     assert snl_mm.compat.apply_all() == first
     assert snl_mm.compat.apply_all() == first

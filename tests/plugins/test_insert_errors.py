@@ -2,7 +2,8 @@
 import pytest
 import torch.nn as nn
 
-from snl_mm.plugins import PluginBackbone, PreResNet, ResNet, UnknownPluginError
+from snl_mm.backbones import PluginBackbone, PreResNet, ResNet
+from snl_mm.plugins import UnknownPluginError, insert
 from snl_mm.registry import MODELS
 
 SNL = dict(type='SNLBlock', reduction=2)
@@ -17,9 +18,9 @@ def resnet18(*entries):
     (dict(cfg=dict(type='SNLBlok')), UnknownPluginError,
      [r'plugins\[0\]', r"'cfg.type'", "'SNLBlok'", r"did you mean \['SNLBlock'",
       "'A2Block', 'CCBlock', 'CGNLBlock'", "'NLBlock', 'NSBlock', 'SNLBlock'"]),
-    # in_channels is the backbone's to give
+    # in_channels comes from the build-time check; a given one must agree
     (dict(cfg=dict(type='SNLBlock', in_channels=256)), ValueError,
-     [r'plugins\[0\]', "'cfg' must not give 'in_channels'", 'in_channels=256']),
+     [r'plugins\[0\]', "'cfg' gives in_channels=256", r'layer1\.0 \(after_block\) receives 64 channels']),
     # unknown position
     (dict(cfg=SNL, position='before_block'), ValueError,
      [r'plugins\[0\]', "'position'", "'before_block'",
@@ -79,10 +80,9 @@ def test_channels_not_divisible_by_reduction():
 
 def test_nothing_is_inserted_when_an_entry_fails():
     backbone = ResNet(depth=18)
-    from snl_mm.plugins import insert_plugins
     before = set(backbone.state_dict())
     with pytest.raises(ValueError):
-        insert_plugins(backbone, [dict(cfg=SNL, blocks=(0, )),
+        insert(backbone, [dict(cfg=SNL, blocks=(0, )),
                                   dict(cfg=dict(type='SNLBlock', reduction=7, postfix=2))])
     assert set(backbone.state_dict()) == before
 
@@ -108,8 +108,8 @@ def test_errors_surface_through_the_registry():
       'top-level submodules']),
     (dict(cfg=SNL, after='bn1'), ValueError, [r'plugins\[0\]', "'after'", 'norm layer']),
     (dict(cfg=SNL), ValueError, [r'plugins\[0\]', "'after'", 'None']),
-    (dict(cfg=dict(type='SNLBlock', in_channels=64), after='layer1'), ValueError,
-     [r'plugins\[0\]', "must not give 'in_channels'"]),
+    (dict(cfg=dict(type='SNLBlock', in_channels=32), after='layer1'), ValueError,
+     [r'plugins\[0\]', "'cfg' gives in_channels=32", r'the output of layer1 receives 64 channels']),
     (dict(cfg=dict(type='NoSuchBlock'), after='layer1'), UnknownPluginError, [r'plugins\[0\]', "'cfg.type'"]),
     (dict(cfg=SNL, after='layer1', position='after_block'), ValueError,
      [r'plugins\[0\]', r"unknown field\(s\) \['position'\]", r"\('cfg', 'after'\)"]),
@@ -121,21 +121,25 @@ def test_plugin_backbone_errors(entry, error, patterns):
         assert info.match(pattern), (pattern, str(info.value))
 
 
-def test_plugin_backbone_channels_that_cannot_be_told():
+def test_channels_come_from_the_build_time_check():
+    """No module attribute is read: the block gets the channels the module's output has (3 after a pooling of
+    the 3-channel input), and the error of a block that cannot take them names the entry and the place."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.pool = nn.AdaptiveAvgPool2d(4)
 
         def forward(self, x):
             return self.pool(x)
 
-    from snl_mm.plugins import insert_after
-    with pytest.raises(ValueError, match=r"plugins\[0\]: field 'after' names 'pool'.*cannot be told"):
-        insert_after(Net(), [dict(cfg=SNL, after='pool')])
+    with pytest.raises(ValueError, match=r"plugins\[0\]: field 'cfg' \('SNLBlock'\) cannot be built at the output "
+                                         r'of pool with in_channels=3'):
+        insert(Net(), [dict(cfg=SNL, after='pool')])
+    net = Net()
+    assert insert(net, [dict(cfg=dict(type='SNLBlock', reduction=1), after='pool')]) == ['pool.snl_block']
+    assert net.pool.snl_block.in_channels == 3
 
 
 def test_backbone_without_stages_needs_plugin_backbone():
-    from snl_mm.plugins import insert_plugins
-    with pytest.raises(TypeError, match='no residual stages.*PluginBackbone'):
-        insert_plugins(nn.Sequential(nn.Conv2d(3, 8, 3)), [dict(cfg=SNL)])
+    with pytest.raises(TypeError, match="no residual stages.*after='path'"):
+        insert(nn.Sequential(nn.Conv2d(3, 8, 3)), [dict(cfg=SNL)])

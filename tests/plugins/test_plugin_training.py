@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from snl_mm.plugins import ResNet, ResNet3d
+from snl_mm.backbones import ResNet, ResNet3d
 
 ENTRIES = [
     dict(cfg=dict(type='SNLBlock'), stages=(False, True), blocks=(0, ), position='after_conv2'),

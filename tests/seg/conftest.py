@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from snl_mm.compat.mmseg import mmseg_available
+from snl_mm.utils.optional import mmseg_available
 
 MMSEG_SKIP_REASON = ('mmsegmentation cannot load: it needs a compiled mmcv (mmcv.ops); build it once with '
                      'tools/build_mmcv.sh')

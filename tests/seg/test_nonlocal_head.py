@@ -123,7 +123,7 @@ def test_without_compiled_mmcv_the_name_resolves_and_explains():
         import sys
         sys.modules['mmcv._ext'] = None  # an import of it raises ImportError, as with mmcv-lite
         import snl_mm
-        from snl_mm.compat.mmseg import mmseg_available
+        from snl_mm.utils.optional import mmseg_available
         from snl_mm.registry import MODELS
         assert not mmseg_available()
         assert MODELS.get('snl_mm.NonlocalHead') is not None

@@ -37,7 +37,7 @@ def test_config_set():
 def test_config_loads(name):
     """The upstream Cityscapes setting is inherited (mmseg:: base) and the block sits where intended."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
-    assert cfg.custom_imports == dict(imports=['snl_mm'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['snl_mm', 'snl_mm.compat'], allow_failed_imports=False)
     assert cfg.default_scope == 'mmseg'
     assert cfg.data_root == 'data/cityscapes/'
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):

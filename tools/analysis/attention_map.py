@@ -15,7 +15,7 @@ import argparse
 import os.path as osp
 from typing import List, Sequence
 
-import snl_mm  # noqa: F401,I001  (compat fixes and registration before mmengine builds anything)
+import snl_mm.compat  # noqa: F401,I001  (registration, and the fixes of mmengine's gaps, before anything is built)
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction

@@ -62,7 +62,7 @@ def is_applied() -> bool:
 
 def _placeholder_module(name: str, is_package: bool) -> types.ModuleType:
     module = types.ModuleType(name, f'Placeholder for {name}, missing from the mmaction2 wheel '
-                                    f'({UPSTREAM_ISSUE}); installed by snl_mm.compat.mmaction_drn.')
+                                    f'({UPSTREAM_ISSUE}); installed by snl_mm.backbones.mmaction_drn.')
     module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None, is_package=is_package)
     if is_package:
         module.__path__ = []

@@ -1,4 +1,4 @@
-"""mmsegmentation needs compiled mmcv.ops (snl_mm.compat.mmseg)."""
+"""mmsegmentation needs compiled mmcv.ops (snl_mm.utils.optional)."""
 import importlib
 import importlib.util
 import subprocess
@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from snl_mm.compat import mmseg_available, require_mmseg
-from snl_mm.compat.mmseg import MMSEG_UNDECLARED_DEPS
+from snl_mm.utils import mmseg_available, require_mmseg
+from snl_mm.utils.optional import MMSEG_UNDECLARED_DEPS
 
 MESSAGE = ('<feature> needs mmsegmentation, which needs a compiled mmcv (mmcv.ops); '
            'install it with tools/build_mmcv.sh')
@@ -49,8 +49,8 @@ class Hide:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Hide())
 import snl_mm
-from snl_mm.compat import mmseg_available, require_mmseg
-from snl_mm.compat.mmseg import MMSEG_UNDECLARED_DEPS
+from snl_mm.utils import mmseg_available, require_mmseg
+from snl_mm.utils.optional import MMSEG_UNDECLARED_DEPS
 assert mmseg_available() is False
 try:
     require_mmseg('snl_mm.seg')

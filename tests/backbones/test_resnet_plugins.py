@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 from mmengine.registry import init_default_scope
 
-import snl_mm.plugins as plugins
+import snl_mm.backbones as backbones
 
 R50_BASE = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
 
@@ -41,8 +41,8 @@ def r50_models(tmp_path_factory):
 def test_spec_edit_places_snl_before_last_block_of_res4(r50_models):
     model, plain = r50_models
     backbone = model.backbone
-    assert isinstance(backbone, plugins.ResNet)
-    assert type(plain.backbone).__name__ == 'ResNet' and not isinstance(plain.backbone, plugins.ResNet)
+    assert isinstance(backbone, backbones.ResNet)
+    assert type(plain.backbone).__name__ == 'ResNet' and not isinstance(plain.backbone, backbones.ResNet)
     assert len(backbone.layer3) == 6  # res4 of ResNet-50
     assert backbone.plugin_paths == ['layer3.4.snl_block']
     block = backbone.get_submodule('layer3.4.snl_block')
@@ -133,7 +133,7 @@ def test_parameter_overhead_matches_table6(r50_models):
 ])
 def test_positions_follow_mmdetection(position, expected, randomise_norms_):
     """The block sees exactly the tensor mmdetection's plugin at that position sees."""
-    backbone = plugins.ResNet(depth=50, num_stages=1, strides=(1, ), dilations=(1, ), out_indices=(0, ), plugins=[
+    backbone = backbones.ResNet(depth=50, num_stages=1, strides=(1, ), dilations=(1, ), out_indices=(0, ), plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(True, ), blocks=(0, ), position=position)])
     backbone.init_weights()
     randomise_norms_(backbone, seed=3)
@@ -153,7 +153,7 @@ def test_positions_follow_mmdetection(position, expected, randomise_norms_):
 @pytest.mark.parametrize('position', ['after_conv1', 'after_conv2', 'after_block'])
 def test_basic_block_positions(position):
     """ResNet-18 (BasicBlock): conv1 and conv2 positions and the block output."""
-    backbone = plugins.ResNet(depth=18, plugins=[
+    backbone = backbones.ResNet(depth=18, plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(False, True, False, False), blocks=(-1, ), position=position)])
     block = backbone.get_submodule(backbone.plugin_paths[0])
     assert backbone.plugin_paths == ['layer2.1.snl_block'] and block.in_channels == 128
@@ -174,7 +174,7 @@ def test_resnet_family(cls, upstream, kwargs, entry, keys_under, randomise_norms
     """Every member of the family: upstream keys unchanged and the plain network's output at init."""
     import mmpretrain.models as mmpretrain_models
     entry = dict(cfg=dict(type='SNLBlock', reduction=2), **entry)
-    model = getattr(plugins, cls)(**kwargs, plugins=[entry])
+    model = getattr(backbones, cls)(**kwargs, plugins=[entry])
     plain = getattr(mmpretrain_models, upstream)(**kwargs)
     plain.init_weights()
     randomise_norms_(plain, seed=4)
@@ -190,7 +190,7 @@ def test_resnet_family(cls, upstream, kwargs, entry, keys_under, randomise_norms
 
 def test_several_entries_combine_and_postfix():
     from mmpretrain.models import ResNet
-    backbone = plugins.ResNet(depth=50, plugins=[
+    backbone = backbones.ResNet(depth=50, plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(False, False, True, False), blocks=(-2, )),
         dict(cfg=dict(type='NLBlock'), stages=(False, True, False, False), position='after_conv2'),
         dict(cfg=dict(type='SNLBlock', postfix='_conv3'), stages=(False, False, True, False), blocks=(-2, ),
@@ -222,7 +222,7 @@ def test_deepcopy_and_sync_bn_conversion_keep_blocks(randomise_norms_):
 
     from mmengine.model import revert_sync_batchnorm
 
-    backbone = plugins.ResNet(depth=50, num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ), plugins=[
+    backbone = backbones.ResNet(depth=50, num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(1, ), plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(False, True), blocks=(1, ), position='after_conv1'),
         dict(cfg=dict(type='SNLBlock', postfix=2), stages=(False, True), blocks=(1, ), position='after_conv2'),
         dict(cfg=dict(type='NLBlock'), stages=(False, True), blocks=(1, ), position='after_conv3'),

@@ -13,14 +13,13 @@ the wrapper, so a checkpoint of the plain backbone (``load_from``, ``init_cfg=di
 loads with only the blocks' keys missing, and a block inserted after a residual block has the key an
 ``after_block`` plugin of :class:`~snl_mm.plugins.ResNet` has there (``layer3.4.snl_block.*``).
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch.nn as nn
 from mmengine.model import BaseModule
 
+from snl_mm.plugins import PluginEntries, init_inserted, insert
 from snl_mm.registry import MODELS, ROOT_MODELS
-
-from .insert import PluginEntries, init_inserted, insert_after
 
 _INNER = 'backbone.'
 
@@ -81,13 +80,17 @@ class PluginBackbone(BaseModule):
     the blocks inside frozen or evaluated submodules).
     """
 
-    def __init__(self, backbone: dict, plugins: PluginEntries, init_cfg: Optional[dict] = None) -> None:
+    def __init__(self, backbone: dict, plugins: PluginEntries, probe_shape: Optional[Sequence[int]] = None,
+                 init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if not isinstance(backbone, dict) or 'type' not in backbone:
             raise TypeError(f"PluginBackbone: backbone must be a config dict with a 'type', got {backbone!r}")
+        if not isinstance(plugins, (list, tuple)) or not plugins:
+            raise TypeError("PluginBackbone: plugins must be a non-empty list of plugin entries, e.g. "
+                            f"[dict(cfg=dict(type='SNLBlock'), after='layer3.4')], got {plugins!r}")
         self.backbone = ROOT_MODELS.build(backbone)
         self.plugins = plugins
-        self.plugin_paths: List[str] = insert_after(self.backbone, plugins)
+        self.plugin_paths: List[str] = insert(self.backbone, plugins, probe_shape, default='after')
         self.register_state_dict_post_hook(_strip_wrapper)
         self.register_load_state_dict_pre_hook(_add_wrapper)
         self.register_load_state_dict_post_hook(_report_plain_keys)
@@ -96,6 +99,16 @@ class PluginBackbone(BaseModule):
     def plugin_blocks(self) -> Dict[str, nn.Module]:
         """``{path: block}`` of the inserted blocks."""
         return {path: self.backbone.get_submodule(path) for path in self.plugin_paths}
+
+    def __getattr__(self, name: str) -> Any:
+        # attributes a model reads from its backbone (num_segments, out_channels...) are the wrapped backbone's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get('_modules', {}).get('backbone')
+            if inner is None:
+                raise
+            return getattr(inner, name)
 
     def forward(self, *args, **kwargs):
         """The wrapped backbone's forward."""

@@ -3,8 +3,8 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-import snl_mm.plugins as plugins
-from snl_mm.plugins import PreActBasicBlock, PreActBottleneck, PreResNet
+import snl_mm.backbones as backbones
+from snl_mm.backbones import PreActBasicBlock, PreActBottleneck, PreResNet
 
 ONE_BLOCK = [dict(cfg=dict(type='SNLBlock', reduction=2), stages=(True, False, False), blocks=(1, ))]
 THREE_BLOCKS = [dict(cfg=dict(type='SNLBlock', reduction=2), stages=(True, True, True), blocks=(1, ))]
@@ -146,4 +146,4 @@ def test_out_indices_frozen_stages_norm_eval():
 def test_registered_in_scope():
     from snl_mm.registry import MODELS
     assert MODELS.get('PreResNet') is PreResNet
-    assert plugins.PreResNet is PreResNet
+    assert backbones.PreResNet is PreResNet

@@ -6,7 +6,7 @@ import torch
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-from snl_mm.plugins import PluginBackbone, ResNet
+from snl_mm.backbones import PluginBackbone, ResNet
 from snl_mm.registry import MODELS
 
 SNL = dict(type='SNLBlock', reduction=2)

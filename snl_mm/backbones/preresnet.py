@@ -34,13 +34,10 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
+from snl_mm.plugins import PluginEntries, PluginsMixin, Site, register_sites
 from snl_mm.registry import MODELS
-
-from .insert import PluginEntries, Site, register_sites
-from .mixin import PluginsMixin
 
 ConfigType = Optional[dict]
 
@@ -171,27 +168,20 @@ class PreActBottleneck(PreActBasicBlock):
 @register_sites(PreActBasicBlock)
 def preact_basic_sites(block: PreActBasicBlock) -> Dict[str, Site]:
     """Positions of :class:`PreActBasicBlock`."""
-    return {
-        'after_conv1': Site('conv1', 'post', block.conv1.out_channels),
-        'after_conv2': Site('conv2', 'post', block.conv2.out_channels),
-        'after_block': Site('', 'post', block.out_channels),
-    }
+    return {'after_conv1': Site('conv1', 'post'), 'after_conv2': Site('conv2', 'post'),
+            'after_block': Site('', 'post')}
 
 
 @register_sites(PreActBottleneck)
 def preact_bottleneck_sites(block: PreActBottleneck) -> Dict[str, Site]:
     """Positions of :class:`PreActBottleneck`."""
-    return {
-        'after_conv1': Site('conv1', 'post', block.conv1.out_channels),
-        'after_conv2': Site('conv2', 'post', block.conv2.out_channels),
-        'after_conv3': Site('conv3', 'post', block.conv3.out_channels),
-        'after_block': Site('', 'post', block.out_channels),
-    }
+    return {'after_conv1': Site('conv1', 'post'), 'after_conv2': Site('conv2', 'post'),
+            'after_conv3': Site('conv3', 'post'), 'after_block': Site('', 'post')}
 
 
 @MODELS.register_module()
-class PreResNet(PluginsMixin, BaseBackbone):
-    """Pre-activation ResNet for 32x32 inputs, an mmpretrain-style backbone.
+class PreResNet(PluginsMixin, BaseModule):
+    """Pre-activation ResNet for 32x32 inputs, an mmpretrain-style backbone (it needs only mmengine and mmcv).
 
     Stem: one 3x3 convolution (no norm: the first unit pre-activates it). Stages of pre-activation units,
     the first unit of a stage projecting with a 1x1 convolution when the stride or the width changes. The
@@ -215,9 +205,10 @@ class PreResNet(PluginsMixin, BaseBackbone):
         act_cfg (dict): activation config. Default: ``dict(type='ReLU', inplace=True)``.
         norm_eval (bool): keep BN layers in eval mode while training. Default: False.
         with_cp (bool): run each unit under ``torch.utils.checkpoint``. Default: False.
-        plugins (list[dict], optional): blocks to insert (see :func:`snl_mm.plugins.insert_plugins`); the
-            paper's ablation placement is
-            ``dict(cfg=dict(type='SNLBlock'), stages=(True, False, False), blocks=(1,))``. Default: None.
+        plugins (list[dict], optional): blocks to insert (:mod:`snl_mm.plugins.entries`); the paper's
+            ablation placement is ``dict(cfg=dict(type='SNLBlock'), stages=(True, False, False), blocks=(1,))``.
+            Default: None.
+        probe_shape (tuple, optional): input shape of the build-time check. Default: ``(1, in_channels, 64, 64)``.
         init_cfg (dict | list): mmengine init config. Default: Kaiming for convolutions, 1 for norms.
 
     Shape: ``(B, in_channels, H, W)`` -> tuple of ``(B, C_i, H / s_i, W / s_i)`` for ``i`` in ``out_indices``.
@@ -244,6 +235,7 @@ class PreResNet(PluginsMixin, BaseBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  plugins: PluginEntries = None,
+                 probe_shape: Optional[Sequence[int]] = None,
                  init_cfg=[
                      dict(type='Kaiming', layer=['Conv2d']),
                      dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
@@ -293,8 +285,9 @@ class PreResNet(PluginsMixin, BaseBackbone):
         self.add_module(self.final_norm_name, final_norm)
         self.relu = build_activation_layer(act_cfg)
 
+        self.in_channels = in_channels
         self._freeze_stages()
-        self.insert_plugins(plugins)
+        self.insert_plugins(plugins, probe_shape)
 
     @property
     def final_norm(self) -> nn.Module:

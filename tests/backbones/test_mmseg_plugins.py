@@ -5,8 +5,8 @@ mmsegmentation needs compiled ``mmcv.ops``; without them these tests are skipped
 import pytest
 import torch
 
-from snl_mm.compat import mmseg_available
-from snl_mm.plugins import ResNet
+from snl_mm.utils import mmseg_available
+from snl_mm.backbones import ResNet
 
 SIX_BLOCKS = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
 SKIP_REASON = ('mmsegmentation cannot load here: `import mmseg.models` needs mmcv\'s compiled ops (mmcv._ext), '

@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-import snl_mm.plugins as plugins
+import snl_mm.backbones as backbones
 
 #: the six blocks of the package, as registered in mmengine's root MODELS.
 SIX_BLOCKS = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
@@ -60,7 +60,7 @@ def test_i3d_config_with_each_block(block_type, config_from, plain_i3d, keys_und
     model = MODELS.build(cfg.model)
     model.init_weights()
     backbone = model.backbone
-    assert isinstance(backbone, plugins.ResNet3d)
+    assert isinstance(backbone, backbones.ResNet3d)
     abbr = backbone.plugin_paths[0].rsplit('.', 1)[1]
     assert backbone.plugin_paths == [f'{p}.{abbr}' for p in EXPECTED_PATHS]
     for path in backbone.plugin_paths:
@@ -102,7 +102,7 @@ def test_resnet3d_own_non_local_keeps_working(keys_under, randomise_norms_):
     plain = PlainResNet3d(**common)
     plain.init_weights()
     randomise_norms_(plain, seed=1)
-    model = plugins.ResNet3d(**common, plugins=[
+    model = backbones.ResNet3d(**common, plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(False, True, False, False), blocks=(1, )),
         dict(cfg=dict(type='NLBlock'), stages=(False, True, False, False), blocks=(1, ), position='after_conv2')])
     model.init_weights()
@@ -138,7 +138,7 @@ def _conv_module(m, x):
 ])
 def test_bottleneck3d_positions(position, expected, randomise_norms_):
     """``after_convK`` is the output of mmaction2's ``convK`` ConvModule (conv, norm and, but for conv3, ReLU)."""
-    model = plugins.ResNet3d(depth=50, pretrained=None, num_stages=1, out_indices=(0, ), spatial_strides=(1, ),
+    model = backbones.ResNet3d(depth=50, pretrained=None, num_stages=1, out_indices=(0, ), spatial_strides=(1, ),
                              temporal_strides=(1, ), dilations=(1, ), conv_cfg=dict(type='Conv3d'),
                              plugins=[dict(cfg=dict(type='SNLBlock'), blocks=(1, ), position=position)])
     model.init_weights()
@@ -163,7 +163,7 @@ def test_inflated_2d_checkpoint_then_identity(tmp_path, randomise_norms_):
     torch.save(resnet2d.state_dict(), path)  # torchvision key names: conv1, bn1, layerX.Y.convK, bnK, ...
     common = dict(depth=18, pretrained=str(path), pretrained2d=True, conv_cfg=dict(type='Conv3d'),
                   inflate=((1, 1), (1, 0), (1, 0), (0, 1)))
-    model = plugins.ResNet3d(**common, plugins=[
+    model = backbones.ResNet3d(**common, plugins=[
         dict(cfg=dict(type='SNLBlock'), stages=(False, True, True, False), blocks=(-1, )),
         dict(cfg=dict(type='NLBlock'), stages=(False, False, True, False), blocks=(0, ), position='after_conv1')])
     plain = PlainResNet3d(**common)

@@ -1,7 +1,7 @@
-"""Version guards (snl_mm.compat.versions): the comparison on given version strings, and the installed set."""
+"""Version guards (snl_mm.utils.versions): the comparison on given version strings, and the installed set."""
 import pytest
 
-from snl_mm.compat import versions
+from snl_mm.utils import versions
 
 
 @pytest.mark.parametrize('package,version,ok', [
