@@ -66,3 +66,28 @@ def keys_under(state_dict: Dict[str, Tensor], paths: List[str], counters: bool =
     """
     return sorted(k for k in state_dict if any(k.startswith(p + '.') for p in paths)
                   and (counters or not k.endswith('num_batches_tracked')))
+
+
+def write_videos(root, items, frames: int = 16, height: int = 48, width: int = 64, seed: int = 0):
+    """mmaction2 ``VideoDataset`` files: ``root/videos/<name>.mp4`` for each ``(name, label)`` of ``items`` and the
+    annotation list ``root/<split>.txt`` (``path label`` lines) for ``items = {split: [(name, label), ...]}``.
+
+    Each clip is a bright square moving over noise, so that consecutive frames differ as in a real video.
+    """
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    for split, entries in items.items():
+        for name, _ in entries:
+            clip = rng.integers(0, 80, (frames, height, width, 3), dtype=np.uint8)
+            for t in range(frames):
+                clip[t, 10:26, 2 + 2 * t:18 + 2 * t] = 230
+            path = root / 'videos' / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 25, (width, height))
+            assert writer.isOpened(), 'OpenCV cannot write mp4v videos here'
+            for frame in clip:
+                writer.write(frame)
+            writer.release()
+        (root / f'{split}.txt').write_text(''.join(f'{n} {label}\n' for n, label in entries))
+    return root

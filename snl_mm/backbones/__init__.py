@@ -6,9 +6,11 @@ Each adapter imports its toolbox and is imported only when that toolbox is insta
 module            needs           gives
 ================  ==============  ===================================================================
 :mod:`.preresnet` (core)          ``snl_mm.PreResNet`` (the paper's CIFAR backbone)
+:mod:`.pooling`   (core)          ``snl_mm.GlobalAveragePoolingDropout`` (the reference code's classifier neck)
 :mod:`.wrapper`   (core)          ``snl_mm.PluginBackbone`` (blocks in any registered backbone)
 :mod:`.mmpretrain` mmpretrain     ``snl_mm.ResNet`` & co.; positions, ViT and Swin layouts
 :mod:`.mmaction`  mmaction2       ``snl_mm.ResNet3d``; positions, video layouts, TimeSformer, SlowFast
+:mod:`.mmseg`     mmsegmentation  SegFormer's token layout; UNet's unimplemented ``plugins``
 :mod:`.mmdet`     mmdet / mmseg   checks of the entries of their own ``plugins=``
 ================  ==============  ===================================================================
 
@@ -19,7 +21,8 @@ import importlib
 from typing import Any, Dict, List
 
 from snl_mm.registry import MODELS
-from snl_mm.utils import install_hint, is_installed, require
+from snl_mm.utils import install_hint, is_usable, require
+from .pooling import GlobalAveragePoolingDropout
 from .preresnet import PreActBasicBlock, PreActBottleneck, PreResNet
 from .wrapper import PluginBackbone
 
@@ -27,6 +30,7 @@ from .wrapper import PluginBackbone
 ADAPTERS: Dict[str, tuple] = {
     'mmpretrain': ('mmpretrain', ('ResNet', 'ResNetV1c', 'ResNetV1d', 'ResNeXt', 'ResNet_CIFAR')),
     'mmaction': ('mmaction', ('ResNet3d', )),
+    'mmseg': ('mmseg', ()),
     'mmdet': (None, ()),
 }
 
@@ -45,7 +49,7 @@ def _missing(name: str, package: str):
 
 
 for _adapter, (_package, _names) in ADAPTERS.items():
-    if _package is None or is_installed(_package):
+    if _package is None or is_usable(_package):
         importlib.import_module(f'{__name__}.{_adapter}')
         LOADED.append(_adapter)
     else:
@@ -62,4 +66,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-__all__ = ['PreResNet', 'PreActBasicBlock', 'PreActBottleneck', 'PluginBackbone', 'ADAPTERS', 'LOADED']
+__all__ = ['PreResNet', 'PreActBasicBlock', 'PreActBottleneck', 'PluginBackbone', 'GlobalAveragePoolingDropout',
+           'ADAPTERS', 'LOADED']

@@ -12,7 +12,7 @@
 * SlowFast: both pathways are addressed with ``within='slow_path'`` / ``within='fast_path'``.
 * The build-time check runs 3-D backbones on a ``(1, 3, 8, 64, 64)`` clip (SlowFast: 32 frames, TimeSformer and
   UniFormerV2: their own frame count and image size) and 2-D video backbones on one clip of ``num_segments``
-  frames.
+  frames (8 for TSN's). C2D folds its clips into the batch itself: its blocks see the clips of its input.
 
 mmaction2's I3D non-local models name their blocks ``non_local_block`` inside the residual block (mmcv's
 ``NonLocal3d`` with ``sub_sample=True``, ``use_scale=False``, BN3d): an entry with ``name='non_local_block'`` and
@@ -32,7 +32,7 @@ from .mmaction_drn import apply as _fill_drn_gap
 
 _fill_drn_gap()  # mmaction2 1.2.0's wheel lacks localizers/drn: without this, mmaction.models does not import
 
-from mmaction.models.backbones import MobileNetV2TSM, MobileOneTSM, ResNetTIN, TANet  # noqa: E402
+from mmaction.models.backbones import C2D, C3D, MobileNetV2TSM, MobileOneTSM, ResNetTIN, TANet  # noqa: E402
 from mmaction.models.backbones import mobilenet_v2 as _mobilenet_v2  # noqa: E402
 from mmaction.models.backbones import resnet as _resnet2d  # noqa: E402
 from mmaction.models.backbones.resnet3d import BasicBlock3d, Bottleneck3d  # noqa: E402
@@ -108,9 +108,12 @@ def segmented_layout(backbone: nn.Module, path: str) -> Optional[FramesLayout]:
 
 @register_layout(_resnet2d.ResNet, _mobilenet_v2.MobileNetV2)
 def tsn_layout(backbone: nn.Module, path: str) -> Optional[FramesLayout]:
-    """The 2-D backbones of TSN: clips of the recogniser's segments."""
+    """The 2-D backbones of TSN: clips of the recogniser's segments; C2D folds its 5-D input itself: clips of the
+    input's batch."""
     if isinstance(backbone, _SEGMENTED):
         return segmented_layout(backbone, path)
+    if isinstance(backbone, C2D):
+        return FramesLayout(backbone.__dict__.setdefault('_snl_mm_clips', Capture('', 'batch')))
     return FramesLayout('recognizer')
 
 
@@ -121,20 +124,26 @@ def segmented_probe(backbone: nn.Module):
 
 @register_probe(_resnet2d.ResNet, _mobilenet_v2.MobileNetV2)
 def tsn_probe(backbone: nn.Module):
-    return segmented_probe(backbone) if isinstance(backbone, _SEGMENTED) else (8, 3, 64, 64)
+    if isinstance(backbone, _SEGMENTED):
+        return segmented_probe(backbone)
+    if isinstance(backbone, C2D):
+        return _clip(backbone)
+    return (8, input_channels(backbone), 64, 64)
 
 
 def _clip(backbone: nn.Module, frames: int = 8, size: int = 64):
     return (1, input_channels(backbone), frames, size, size)
 
 
-@register_probe(_ResNet3d, X3D, UniFormer)
-def clip_probe(backbone: nn.Module):
-    return _clip(backbone)
+@register_probe(C3D)
+def c3d_probe(backbone: nn.Module):
+    """C3D's fully connected layers take the 16 x 112 x 112 clips it was designed for."""
+    return _clip(backbone, frames=16, size=112)
 
 
 @register_probe(ResNet3dSlowFast)
 def slowfast_probe(backbone: nn.Module):
+    """The slow pathway samples every ``resample_rate``-th frame: 4 of them."""
     return _clip(backbone, frames=4 * backbone.resample_rate)
 
 

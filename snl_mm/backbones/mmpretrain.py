@@ -31,10 +31,16 @@ from mmpretrain.models.backbones.resnet_cifar import ResNet_CIFAR as _ResNet_CIF
 from mmpretrain.models.backbones.resnext import ResNeXt as _ResNeXt
 from mmpretrain.models.backbones.swin_transformer import SwinTransformer
 from mmpretrain.models.backbones.swin_transformer_v2 import SwinTransformerV2
+from mmpretrain.models.backbones.beit import BEiTViT
+from mmpretrain.models.backbones.mlp_mixer import MlpMixer
+from mmpretrain.models.backbones.t2t_vit import T2T_ViT
+from mmpretrain.models.backbones.vgg import VGG
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
 from mmpretrain.models.utils import MultiheadAttention, ShiftWindowMSA
 
-from snl_mm.plugins import (Capture, Site, TokensLayout, register_layout, register_replaceable, register_sites)
+from snl_mm.plugins import (Capture, Site, TokensLayout, register_layout, register_probe, register_replaceable,
+                            register_sites)
+from snl_mm.plugins.probe import input_channels
 from snl_mm.plugins.mixin import plugin_class
 from snl_mm.registry import MODELS
 
@@ -54,12 +60,28 @@ def bottleneck_sites(block: nn.Module) -> Dict[str, Site]:
             'after_conv3': Site('drop_path', 'pre'), 'after_block': Site('', 'post')}
 
 
-@register_layout(VisionTransformer)
+@register_layout(VisionTransformer, BEiTViT)
 def vit_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
     """Tokens of the encoder layers: ``num_extra_tokens`` (class, distillation), then the patch grid."""
     if not path.startswith('layers.'):
         return None
     return TokensLayout(Capture('patch_embed', 1), extra_tokens=backbone.num_extra_tokens)
+
+
+@register_layout(T2T_ViT)
+def t2t_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
+    """Tokens of the encoder: a class token, then the grid ``tokens_to_token`` returns."""
+    if not path.startswith('encoder.'):
+        return None
+    return TokensLayout(Capture('tokens_to_token', 1), extra_tokens=backbone.num_extra_tokens)
+
+
+@register_layout(MlpMixer)
+def mixer_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
+    """Tokens of the mixer layers: the patch grid, no extra token."""
+    if not path.startswith('layers.'):
+        return None
+    return TokensLayout(Capture('patch_embed', 1))
 
 
 @register_layout(SwinTransformer, SwinTransformerV2)
@@ -74,6 +96,12 @@ def swin_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
 
 
 register_replaceable(MultiheadAttention, ShiftWindowMSA, residual=False)
+
+
+@register_probe(VGG)
+def vgg_probe(backbone: nn.Module):
+    """VGG's classifier takes the 7 x 7 map of a 224 x 224 image."""
+    return (1, input_channels(backbone), 224, 224)
 
 
 def _plugin_resnet(upstream: type, summary: str) -> type:

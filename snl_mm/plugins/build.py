@@ -19,18 +19,30 @@ without ``plugins`` builds exactly as without snl_mm.
 ``probe_shape=(B, C, ...)`` next to ``plugins`` sets the input of the build-time check.
 """
 import functools
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch.nn as nn
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import Registry
 
 from snl_mm.utils import accepts_argument
-from .insert import init_inserted, insert
+from .insert import freeze_like_upstream, init_inserted, insert, keep_blocks_trainable
 from .layouts import FramesLayout
 
 #: per class with a ``plugins`` argument of its own: ``validator(cls, cfg)`` run before it is built
 _NATIVE: Dict[type, Callable[[type, dict], None]] = {}
+#: classes with a ``plugins`` argument that upstream does not implement (it refuses anything but None)
+_UNIMPLEMENTED: List[type] = []
+
+
+def register_plugins_not_implemented(*classes: type) -> None:
+    """Declare classes whose ``plugins`` argument upstream refuses (mmseg's UNet asserts it is None): a config's
+    ``plugins`` there is handled by snl_mm as for classes without the argument."""
+    _UNIMPLEMENTED.extend(classes)
+
+
+def plugins_not_implemented(cls: type) -> bool:
+    return any(issubclass(cls, c) for c in _UNIMPLEMENTED)
 
 
 def register_native(*classes: type) -> Callable:
@@ -59,18 +71,34 @@ class InitWithPlugins:
         init_inserted(self.module, self.paths, lambda: upstream(*args, **kwargs))
 
 
+class TrainWithPlugins:
+    """``train`` of a backbone that got blocks from the config: the class's own, then
+    :func:`~snl_mm.plugins.insert.keep_blocks_trainable` (an upstream norm freezing must not freeze a block)."""
+
+    def __init__(self, module: nn.Module, paths: Sequence[str]) -> None:
+        self.module = module
+        self.paths = list(paths)
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        type(self.module).train(self.module, mode)
+        keep_blocks_trainable(self.module, self.paths)
+        return self.module
+
+
 def add_plugins(module: nn.Module, plugins: Sequence[dict], probe_shape: Optional[Sequence[int]] = None) -> None:
     """Insert ``plugins`` into an already built backbone of any class (what a config's ``plugins`` does).
 
-    The instance gets ``plugin_paths`` (the inserted blocks' module paths) and an ``init_weights`` that keeps the
-    blocks at the identity after the class's own initialisation.
+    The instance gets ``plugin_paths`` (the inserted blocks' module paths), an ``init_weights`` that keeps the
+    blocks at the identity after the class's own initialisation, and a ``train`` that keeps them trainable.
     """
     paths = insert(module, plugins, probe_shape)
     module.plugin_paths = paths
-    if paths and hasattr(type(module), 'init_weights'):
+    if not paths:
+        return
+    if hasattr(type(module), 'init_weights'):
         module.init_weights = InitWithPlugins(module, paths)
-    if paths and hasattr(module, '_freeze_stages'):
-        module._freeze_stages()
+    module.train = TrainWithPlugins(module, paths)
+    freeze_like_upstream(module)
 
 
 def _resolve(cfg: dict, registry: Registry) -> Optional[type]:
@@ -108,7 +136,7 @@ def _wrap(build_func: Callable) -> Callable:
     def build(cfg, *args, registry: Registry, **kwargs):
         if isinstance(cfg, dict) and 'plugins' in cfg:
             cls = _resolve(cfg, registry)
-            if cls is not None and not accepts_argument(cls, 'plugins'):
+            if cls is not None and (not accepts_argument(cls, 'plugins') or plugins_not_implemented(cls)):
                 cfg = type(cfg)(cfg) if not hasattr(cfg, 'copy') else cfg.copy()
                 plugins, shape = cfg.pop('plugins'), cfg.pop('probe_shape', None)
                 module = build_func(cfg, *args, registry=registry, **kwargs)

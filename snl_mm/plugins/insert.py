@@ -22,8 +22,8 @@ from mmcv.cnn import build_plugin_layer
 from torch.nn.modules.batchnorm import _NormBase
 
 from . import entries as E
-from .layouts import Capture, FramesLayout, Layout, MapLayout, describe_value
-from .probe import count_calls, probe_shape, run
+from .layouts import Capture, FramesLayout, Layout, MapLayout, describe_value, probing
+from .probe import count_calls, probe_shapes, run_first
 from .sites import attach, block_sites, declared_layout, replace, residual_stages
 
 #: attention modules that may be replaced, and whether their output already includes their input
@@ -92,7 +92,8 @@ def _last_leaf(model: nn.Module, path: str) -> str:
     block is not a child the container would run itself."""
     module = model.get_submodule(path)
     while isinstance(module, (nn.Sequential, nn.ModuleList)) and len(module):
-        path, module = _path(path, str(len(module) - 1)), module[len(module) - 1]
+        name, module = list(module.named_children())[-1]
+        path = _path(path, name)
     return path
 
 
@@ -147,10 +148,11 @@ def plan(backbone: nn.Module, plugins: Sequence[dict], default: str = 'stages') 
     return placements
 
 
-def _observe(backbone: nn.Module, placements: List[Placement], shape: Sequence[int]) -> None:
-    """The dry forward: each placement's module runs once; its value gives the layout and the channels."""
+def _observe(backbone: nn.Module, placements: List[Placement], shapes: Sequence[Sequence[int]]) -> Tuple[int, ...]:
+    """The dry forward: each placement's module runs once; its value gives the layout and the channels. Returns the
+    input shape it ran on (the first of ``shapes`` the backbone takes)."""
     watched = {i: backbone.get_submodule(p.target_path) for i, p in enumerate(placements)}
-    observers = run(backbone, shape, watched)
+    shape, observers = run_first(backbone, shapes, watched)
     for i, p in enumerate(placements):
         seen = observers[i]
         if seen.calls != 1:
@@ -161,10 +163,11 @@ def _observe(backbone: nn.Module, placements: List[Placement], shape: Sequence[i
                 'once (a residual block, a stage\'s last block, a layer)')
         value = seen.args[0] if p.when in ('pre', 'replace') else seen.output
         if p.layout is None:
-            p.layout = declared_layout(backbone, p.target_path) or _inferred_layout(value, p)
+            p.layout = declared_layout(backbone, p.target_path) or _inferred_layout(value, p, shape)
         try:
-            features = p.layout.features(value)
-            block_map, _ = p.layout.to_map(features, seen.args, seen.output)
+            with probing(shape[0]):
+                features = p.layout.features(value)
+                block_map, _ = p.layout.to_map(features, seen.args, seen.output)
         except (ValueError, RuntimeError, TypeError) as err:
             raise ValueError(f'{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, which layout '
                              f'{p.layout.describe()} cannot take: {err}') from err
@@ -178,15 +181,25 @@ def _observe(backbone: nn.Module, placements: List[Placement], shape: Sequence[i
             raise ValueError(f"{E.where(p.index)}: field 'cfg' gives in_channels={given!r}, but the block at "
                              f'{p.where} receives {p.channels} channels (observed: {describe_value(value)}, '
                              f'layout {p.layout.describe()}); leave in_channels out or set it to {p.channels}')
+    return shape
 
 
-def _inferred_layout(value, p: Placement) -> Layout:
-    if hasattr(value, 'dim') and value.dim() in (4, 5):
-        return MapLayout()
+def _inferred_layout(value, p: Placement, shape: Sequence[int]) -> Layout:
+    """A map ``(B, C, *S)``, when the value is one: its last two spatial axes keep the input's aspect ratio (up to
+    the rounding of strides), which a channels-last ``(B, H, W, C)`` grid or tokens would not."""
+    if hasattr(value, 'dim') and value.dim() in (4, 5) and len(shape) >= 4:
+        (h, w), (big_h, big_w) = value.shape[-2:], shape[-2:]
+        if abs(h * big_w - w * big_h) <= max(big_h, big_w):
+            return MapLayout()
+        raise ValueError(
+            f'{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, whose last two axes do not '
+            f'follow the aspect ratio of the input {tuple(shape)}: it is not a map (B, C, *S). Say how the block '
+            "should see it: layout='channels_last' for (B, *S, C), layout=dict(type='tokens', ...) for tokens")
     raise ValueError(
         f"{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, not a 2-D or 3-D map (B, C, *S) "
         "and the backbone declares no layout there; say how the block should see it: layout='map1d' for "
-        "(B, C, L), layout=dict(type='tokens', grid=(H, W), extra_tokens=1) for tokens (B, L, C), "
+        "(B, C, L), layout='channels_last' for (B, *S, C), layout=dict(type='tokens', grid=(H, W), "
+        "extra_tokens=1) for tokens (B, L, C), "
         "layout=dict(type='frames', num_segments=T) for frames (N * T, C, H, W), and index=i for the i-th "
         'element of a tuple')
 
@@ -219,7 +232,11 @@ def _install_captures(backbone: nn.Module, layouts: Sequence[Layout]) -> None:
     for layout in layouts:
         for capture in layout.captures():
             if not any(c is capture for c in installed):
-                backbone.get_submodule(capture.path).register_forward_hook(capture)
+                module = backbone.get_submodule(capture.path)
+                if capture.before:
+                    module.register_forward_pre_hook(capture)
+                else:
+                    module.register_forward_hook(capture)
                 installed.append(capture)
 
 
@@ -243,8 +260,7 @@ def insert(backbone: nn.Module, plugins: Sequence[dict], shape: Optional[Sequenc
     for p in placements:  # declared layouts are known before the probe (their captures must run in it)
         p.layout = p.layout or declared_layout(backbone, p.target_path)
     _install_captures(backbone, [p.layout for p in placements if p.layout is not None])
-    shape = probe_shape(backbone, shape)
-    _observe(backbone, placements, shape)
+    shape = _observe(backbone, placements, probe_shapes(backbone, shape))
     built = [_build(p) for p in placements]
     paths = []
     for p, block in zip(placements, built):
@@ -255,6 +271,7 @@ def insert(backbone: nn.Module, plugins: Sequence[dict], shape: Optional[Sequenc
             attach(backbone.get_submodule(p.host_path), p.name, block, backbone.get_submodule(p.target_path),
                    p.when, p.layout)
         block._plugin_loaded = False
+        block._plugin_trainable = [param.requires_grad for param in block.parameters()]
         block.register_load_state_dict_pre_hook(_mark_loaded)
         paths.append(_path(p.host_path, p.name))
         if isinstance(p.layout, FramesLayout) and p.layout.num_segments == 'recognizer':
@@ -270,6 +287,33 @@ def _verify(backbone: nn.Module, placements: List[Placement], blocks: List[nn.Mo
             raise ValueError(f'{E.where(p.index)}: the block inserted at {p.where} ran {counter.calls} times in the '
                              f'build-time check (channels seen: {counter.channels}, built for {p.channels}); '
                              'a block must run exactly once per forward')
+
+
+def freeze_like_upstream(model: nn.Module) -> None:
+    """Run the backbone's ``_freeze_stages`` again when it freezes anything (``frozen_stages >= 0``): its
+    ``__init__`` froze its stages before the blocks existed, and blocks in a frozen stage are frozen with it."""
+    frozen = getattr(model, 'frozen_stages', -1)
+    if isinstance(frozen, int) and frozen >= 0 and hasattr(model, '_freeze_stages'):
+        model._freeze_stages()
+
+
+def keep_blocks_trainable(model: nn.Module, paths: Sequence[str]) -> None:
+    """After the backbone's ``train()``: a block is frozen as a whole or trained as it was built.
+
+    Backbones freeze their pretrained norms on ``train()`` (mmaction2's CSN with ``bn_frozen``: every BN's
+    parameters stop requiring gradients). A block's output norm starts at zero; frozen, the block would stay the
+    identity for the whole run. So a block with some parameters still trainable (only its norm was caught) gets
+    the flags it was built with back; a block in a frozen stage (all its parameters frozen) stays frozen.
+    """
+    for path in paths:
+        block = model.get_submodule(path)
+        params = list(block.parameters())
+        flags = getattr(block, '_plugin_trainable', None)
+        if flags is None or len(flags) != len(params):
+            continue
+        if any(p.requires_grad for p in params):
+            for param, flag in zip(params, flags):
+                param.requires_grad_(flag)
 
 
 def init_inserted(model: nn.Module, paths: Sequence[str], upstream_init: Callable[[], None]) -> None:
@@ -293,4 +337,5 @@ def init_inserted(model: nn.Module, paths: Sequence[str], upstream_init: Callabl
             reset()
 
 
-__all__ = ['insert', 'plan', 'init_inserted', 'register_replaceable', 'Placement', 'Capture']
+__all__ = ['insert', 'plan', 'init_inserted', 'keep_blocks_trainable', 'register_replaceable', 'Placement',
+           'Capture']

@@ -8,6 +8,8 @@ layout         the value at the site                                what the blo
 =============  ===================================================  ==============================================
 ``map``        ``(B, C, H, W)`` or ``(B, C, T, H, W)``              the map itself
 ``map1d``      ``(B, C, L)``                                        the 1-D map itself (never guessed)
+``channels_   ``(B, *S, C)`` (SAM's ViT, Video Swin)                  the map ``(B, C, *S)`` (never guessed)
+last``
 ``frames``     ``(N * T, C, H, W)``: a video with time folded into  the clip ``(N, C, T, H, W)``; ``T`` fixed, the
                the batch (TSM, TSN, TIN, TANet...)                  backbone's ``num_segments``, or the recogniser's
                                                                     input (``(N, M, C, H, W)``: ``T = M``)
@@ -20,9 +22,10 @@ A tokens layout reads its grid from a fixed shape, from the hooked module's inpu
 ``hw_shape`` as their second argument), or from another module's output earlier in the same forward
 (:class:`Capture`: a ViT's ``patch_embed`` returns the patch resolution).
 """
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -39,7 +42,18 @@ def probing_batch() -> Optional[int]:
     """The batch size of the build-time check running now, or None outside one."""
     return _PROBING[-1] if _PROBING else None
 
-LAYOUT_TYPES = ('map', 'map1d', 'frames', 'tokens')
+
+@contextlib.contextmanager
+def probing(batch: int) -> Iterator[None]:
+    """While the build-time check runs (and reads what it saw): its input is one clip of ``batch`` frames for the
+    frames layouts whose clip length a recogniser gives at run time."""
+    _PROBING.append(batch)
+    try:
+        yield
+    finally:
+        _PROBING.pop()
+
+LAYOUT_TYPES = ('map', 'map1d', 'channels_last', 'frames', 'tokens')
 
 
 @dataclass
@@ -47,9 +61,10 @@ class Capture:
     """A value recorded from a module's output in each forward (e.g. a ViT's patch resolution).
 
     Args:
-        path (str): the module whose output is recorded, relative to the backbone.
+        path (str): the module whose output is recorded, relative to the backbone (``''``: the backbone).
         index (int | str, optional): the element of a tuple output to keep; ``'grid'``: the spatial shape ``S``
-            of a map output ``(B, C, *S)``; the whole output when None.
+            of a map output ``(B, C, *S)``; ``'batch'``: the batch size of the module's input (recorded before
+            it runs); the whole output when None.
     """
 
     path: str
@@ -58,8 +73,15 @@ class Capture:
     def __post_init__(self) -> None:
         self.value: Any = None
 
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self.index == 'grid':
+    @property
+    def before(self) -> bool:
+        """Whether the value is read from the module's input, before it runs (a forward pre-hook)."""
+        return self.index == 'batch'
+
+    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> None:
+        if self.index == 'batch':
+            self.value = args[0].shape[0]
+        elif self.index == 'grid':
             self.value = tuple(output.shape[2:])
         else:
             self.value = output if self.index is None else output[self.index]
@@ -123,38 +145,44 @@ class Layout:
 
 
 class MapLayout(Layout):
-    """``(B, C, *S)`` maps; ``rank=None`` accepts 2-D and 3-D maps, ``rank=1`` is a 1-D map ``(B, C, L)``."""
+    """``(B, C, *S)`` maps; ``rank=None`` accepts 2-D and 3-D maps, ``rank=1`` is a 1-D map ``(B, C, L)``;
+    ``channels_last`` takes ``(B, *S, C)`` grids (a SAM ViT's ``(B, H, W, C)``, Video Swin's ``(B, T, H, W, C)``)."""
 
-    def __init__(self, rank: Optional[int] = None, index: Optional[int] = None) -> None:
+    def __init__(self, rank: Optional[int] = None, index: Optional[int] = None, channels_last: bool = False) -> None:
         super().__init__(index)
         self.rank = rank
-        self.type = 'map1d' if rank == 1 else 'map'
+        self.channels_last = channels_last
+        self.type = 'channels_last' if channels_last else 'map1d' if rank == 1 else 'map'
 
     def to_map(self, features, args, output):
         ranks = (self.rank, ) if self.rank else (2, 3)
         if features.dim() - 2 not in ranks:
             raise ValueError(f'layout {self.describe()!r} expects a map with {ranks} spatial axes, got shape '
                              f'{tuple(features.shape)}')
+        if self.channels_last:
+            return features.movedim(-1, 1), lambda y: y.movedim(1, -1)
         return features, lambda y: y
 
     def channels(self, features: Tensor) -> int:
-        return features.shape[1]
+        return features.shape[-1] if self.channels_last else features.shape[1]
 
 
 class FramesLayout(Layout):
     """A video with time folded into the batch: ``(N * T, C, H, W)`` seen as the clip ``(N, C, T, H, W)``.
 
     Args:
-        num_segments (int | str | Callable[[], int]): ``T``: a number; ``'recognizer'``, the ``T`` of the video
-            recogniser's current input ``(N, T, C, H, W)`` (recorded by a hook on the recogniser built from the
-            config; the whole input during the build-time check); or a function giving it at run time (the
-            backbone's ``num_segments``).
+        num_segments (int | str | Callable[[], int] | Capture): ``T``: a number; ``'recognizer'``, the ``T`` of the
+            video recogniser's current input ``(N, T, C, H, W)`` (recorded by a hook on the recogniser built from
+            the config; the whole input during the build-time check); a function giving it at run time (the
+            backbone's ``num_segments``); or a :class:`Capture` of the number of clips ``N`` (the batch of the
+            backbone's input, for backbones that fold the time of a 5-D input themselves: ``T = N * T / N``).
         index (int, optional): see :class:`Layout`.
     """
 
     type = 'frames'
 
-    def __init__(self, num_segments: Union[int, str, Callable[[], int]], index: Optional[int] = None) -> None:
+    def __init__(self, num_segments: Union[int, str, Callable[[], int], Capture],
+                 index: Optional[int] = None) -> None:
         super().__init__(index)
         if not (callable(num_segments) or num_segments == 'recognizer'
                 or (isinstance(num_segments, int) and not isinstance(num_segments, bool) and num_segments > 0)):
@@ -163,9 +191,15 @@ class FramesLayout(Layout):
         self.num_segments = num_segments
         self.recorded: Optional[int] = None
 
+    def captures(self) -> Sequence[Capture]:
+        return (self.num_segments, ) if isinstance(self.num_segments, Capture) else ()
+
     def segments(self, batch: int) -> int:
         if self.num_segments == 'recognizer':
             t = self.recorded if self.recorded is not None else probing_batch()
+        elif isinstance(self.num_segments, Capture):
+            clips = self.num_segments.value
+            t = batch // clips if clips else None
         elif callable(self.num_segments):
             t = self.num_segments()
         else:
@@ -284,6 +318,7 @@ def layout_from_config(spec: Union[str, Dict], where: str) -> Layout:
     makers = {
         'map': lambda index=None: MapLayout(None, index),
         'map1d': lambda index=None: MapLayout(1, index),
+        'channels_last': lambda index=None: MapLayout(None, index, channels_last=True),
         'frames': lambda num_segments, index=None: FramesLayout(num_segments, index),
         'tokens': lambda grid, extra_tokens=0, order='row', index=None: TokensLayout(
             tuple(grid), extra_tokens, order, index),

@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence
 import torch.nn as nn
 
 from .entries import PluginEntries
-from .insert import init_inserted, insert
+from .insert import freeze_like_upstream, init_inserted, insert, keep_blocks_trainable
 
 
 class PluginsMixin:
@@ -33,14 +33,20 @@ class PluginsMixin:
         """
         self.plugins = plugins
         self.plugin_paths = [] if plugins is None else insert(self, plugins, probe_shape)
-        # the upstream __init__ froze its stages before the blocks existed
-        if self.plugin_paths and hasattr(self, '_freeze_stages'):
-            self._freeze_stages()
+        if self.plugin_paths:
+            freeze_like_upstream(self)
 
     @property
     def plugin_blocks(self) -> Dict[str, nn.Module]:
         """``{path: block}`` of the inserted blocks."""
         return {path: self.get_submodule(path) for path in self.plugin_paths}
+
+    def train(self, mode: bool = True):
+        """The upstream ``train`` (``frozen_stages``, ``norm_eval``...), then the blocks' own parameters trainable
+        unless their whole stage is frozen (:func:`snl_mm.plugins.insert.keep_blocks_trainable`)."""
+        super().train(mode)
+        keep_blocks_trainable(self, getattr(self, 'plugin_paths', ()))
+        return self
 
     def init_weights(self, *args, **kwargs) -> None:
         """The upstream initialisation, then every inserted block back to the identity.

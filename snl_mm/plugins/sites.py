@@ -114,8 +114,9 @@ class BlockCall:
     Args:
         block (nn.Module): ``(B, C, *S) -> (B, C, *S)``.
         layout (Layout): how the block sees the value.
-        branch (bool): return only what the block adds (``block(x) - x``), for a replaced module whose output
-            is added to its input by its caller (a ViT's ``attn``).
+        branch (bool): return only what the block adds (``block(x) - x``; zero for the tokens the block does not
+            see, such as a class token), for a replaced module whose output is added to its input by its caller
+            (a ViT's ``attn``).
     """
 
     def __init__(self, block: nn.Module, layout: Layout, branch: bool = False) -> None:
@@ -126,10 +127,8 @@ class BlockCall:
     def __call__(self, value: Any, args: tuple = (), output: Any = None) -> Any:
         features = self.layout.features(value)
         x, restore = self.layout.to_map(features, args, output)
-        y = self.block(x)
-        if self.branch:
-            y = y - x
-        return self.layout.put_back(value, restore(y))
+        y = restore(self.block(x))
+        return self.layout.put_back(value, y - features if self.branch else y)
 
 
 class BlockHook:

@@ -40,7 +40,15 @@ _MMSEG_REASON: Optional[BaseException] = None
 
 def is_installed(package: str) -> bool:
     """Whether the import package ``package`` can be found (it is not imported)."""
-    return importlib.util.find_spec(package) is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:  # a finder that knows the package is unusable here
+        return False
+
+
+def is_usable(package: str) -> bool:
+    """Whether ``package``'s models can be used here: installed, and for mmsegmentation also its compiled ops."""
+    return mmseg_available() if package == 'mmseg' else is_installed(package)
 
 
 def install_hint(package: str) -> str:

@@ -6,7 +6,7 @@ from mmengine.registry import init_default_scope
 import snl_mm.backbones as backbones
 
 #: the six blocks of the package, as registered in mmengine's root MODELS.
-SIX_BLOCKS = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
+from snl_mm.blocks import BLOCK_NAMES as SIX_BLOCKS  # noqa: E402
 I3D_BASE = 'mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py'
 
 # mmaction2's non-local I3D places blocks after residual blocks 1, 3 of res3 and 1, 3, 5 of res4

@@ -5,10 +5,10 @@ mmsegmentation needs compiled ``mmcv.ops``; without them these tests are skipped
 import pytest
 import torch
 
-from snl_mm.utils import mmseg_available
 from snl_mm.backbones import ResNet
-
-SIX_BLOCKS = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
+from snl_mm.blocks import BLOCK_NAMES as SIX_BLOCKS
+from snl_mm.plugins import UnknownPluginError
+from snl_mm.utils import mmseg_available
 SKIP_REASON = ('mmsegmentation cannot load here: `import mmseg.models` needs mmcv\'s compiled ops (mmcv._ext), '
                'which mmcv-lite lacks; build mmcv with tools/build_mmcv.sh')
 
@@ -67,3 +67,28 @@ def test_positions_equal_mmdetection_design(position, mmseg_models, randomise_no
     with torch.no_grad():
         for a, b in zip(theirs(x), ours(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('entry, error, patterns', [
+    (dict(cfg=dict(type='SNLBlok'), stages=(False, False, True, False), position='after_conv2'), UnknownPluginError,
+     [r'plugins\[0\]', "'cfg.type'", "'SNLBlok'", r"did you mean \['SNLBlock'"]),
+    (dict(cfg=dict(type='SNLBlock'), stages=(False, False, True, False), position='after_block'), ValueError,
+     [r'plugins\[0\]', "'position' is 'after_block'", 'mmseg ResNetV1c',
+      r"\('after_conv1', 'after_conv2', 'after_conv3'\)"]),
+    (dict(cfg=dict(type='SNLBlock'), stages=(False, True), position='after_conv2'), ValueError,
+     [r'plugins\[0\]', "'stages' must be 4 bools"]),
+    (dict(cfg=dict(type='SNLBlock'), blocks=(1, ), position='after_conv2'), ValueError,
+     [r'plugins\[0\]', r"unknown field\(s\) \['blocks'\]", 'snl_mm.PluginBackbone']),
+])
+def test_mmseg_own_plugins_are_checked(entry, error, patterns, mmseg_models):
+    """mmseg's ResNet answers these with a bare AssertionError or "Cannot find None in registry"."""
+    with pytest.raises(error) as info:
+        mmseg_models.build(dict(type='ResNetV1c', depth=50, plugins=[entry]))
+    for pattern in patterns:
+        assert info.match(pattern), (pattern, str(info.value))
+
+
+def test_mmseg_resnet18_takes_no_plugins(mmseg_models):
+    with pytest.raises(ValueError, match=r'mmseg ResNetV1c\(depth=18\) takes no plugins'):
+        mmseg_models.build(dict(type='ResNetV1c', depth=18, plugins=[
+            dict(cfg=dict(type='SNLBlock'), stages=(False, False, True, False), position='after_conv2')]))

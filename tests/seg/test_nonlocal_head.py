@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-BLOCKS = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
+from snl_mm.blocks import BLOCK_NAMES as BLOCKS  # noqa: E402
 HEAD = dict(in_channels=24, channels=32, num_classes=5, in_index=-1, dropout_ratio=0.0,
             norm_cfg=dict(type='BN', requires_grad=True), align_corners=False)
 
