@@ -22,7 +22,7 @@ import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, normal_init
 from torch import Tensor
-from torch.fx._symbolic_trace import is_fx_tracing
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from snl_mm.graph import FilterSpec, GraphOperator, graph_filter
 from snl_mm.utils import check_positive_int
@@ -149,8 +149,9 @@ class NonlocalBase(BaseModule):
 
     # -- forward helpers ---------------------------------------------------------------------------
     def check_input(self, x: Tensor) -> Tuple[int, ...]:
-        """Validate ``x`` and return its spatial shape ``S`` (no checks while torch.fx traces)."""
-        if is_fx_tracing():
+        """Validate ``x`` and return its spatial shape ``S`` (no checks while torch.fx traces symbolically: the
+        shape is not known then)."""
+        if is_fx_symbolic_tracing():
             return ()
         if not isinstance(x, Tensor):
             raise TypeError(f'{type(self).__name__} expects a Tensor, got {type(x).__name__}')

@@ -1,6 +1,7 @@
 """CC: the criss-cross attention block of Huang et al. 2019 (CCNet; paper Appendix B.5)."""
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import Scale
 from torch import Tensor
@@ -10,6 +11,9 @@ from snl_mm.registry import ROOT_MODELS
 from snl_mm.utils import check_int, check_positive_int
 from .base import FilterWeight, NonlocalBase
 from .tokens import ConfigType, flatten_map, from_tokens, pointwise_tokens, to_tokens
+
+# one call in a torch.fx graph, as in snl_mm.graph.criss_cross (fx patches the name where it is looked up)
+torch.fx.wrap('criss_cross_attention')
 
 
 @ROOT_MODELS.register_module()
@@ -100,7 +104,7 @@ class CCBlock(NonlocalBase):
 
     def graph_operator(self, x: Tensor) -> CrissCrossOperator:
         """The criss-cross affinity of input ``x`` ``(B, C, *S)``."""
-        grid = x.movedim(1, -1)
+        grid = x.movedim(1, x.dim() - 1)
         qk = pointwise_tokens([self.query_conv, self.key_conv], grid).reshape(x.shape[0], -1,
                                                                              2 * self.key_channels)
         q, k = qk.split(self.key_channels, dim=-1)
@@ -129,10 +133,11 @@ class CCBlock(NonlocalBase):
         self.check_input(x)
         # all applications run in token layout, where the lines of the grid are matrices BLAS reads in
         # place: the input is transposed once and the output once
-        grid = x.movedim(1, -1).contiguous()
+        # (non-negative dimensions: the TorchScript ONNX exporter writes a negative one into Transpose's perm)
+        grid = x.movedim(1, x.dim() - 1).contiguous()
         for _ in range(self.recurrence):
             grid = self._attend(grid)
-        return grid.movedim(-1, 1).contiguous()
+        return grid.movedim(grid.dim() - 1, 1).contiguous()
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, key_channels={self.key_channels}, ' \

@@ -1,5 +1,5 @@
 """CGNL: the compact generalized nonlocal block of Yue et al. 2018 (paper Appendix B.4)."""
-from typing import List, Optional, Sequence
+from typing import List, Literal, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -7,35 +7,52 @@ from torch import Tensor
 
 from snl_mm.graph import CHANNEL_KERNELS, ChannelAffinity, LowRankOperator
 from snl_mm.graph.cost import DENSE_LIMIT_BYTES
+from snl_mm.graph.precision import power_of_two, power_of_two_exponent
 from snl_mm.registry import ROOT_MODELS
 from snl_mm.utils import is_int
 from .base import FilterWeight, NonlocalBase
 from .tokens import ConfigType, flatten_map
 
 
-#: ``max |y|`` above which the second moment of the output norm's input overflows float32 (``2^128``)
-NORM_RANGE_EXPONENT = 60
+#: the largest power of two the output of ``z`` may reach, by the dtype ``z`` runs in: below float16's 65504,
+#: and for float32 / bfloat16 below the square root of float32's largest number (the norm's statistics)
+RANGE_EXPONENTS = {torch.float16: 15, torch.bfloat16: 62, torch.float32: 62, torch.float64: 62}
+
+#: how far a power-of-two rescaling of ``z``'s input reaches before the norm undoes it
+RescaleScope = Optional[Literal['sample', 'batch']]
 
 
-def uses_input_statistics(norm: Optional[nn.Module]) -> bool:
-    """Whether ``norm`` normalises with the statistics of its current input (so that it is invariant to a
-    positive rescaling of that input): GN, LN, IN, and BN in training mode."""
+def rescale_scope(norm: Optional[nn.Module], bias: bool) -> RescaleScope:
+    """Over what a positive rescaling of the norm's input leaves its output unchanged (for a ``z`` without bias):
+    ``'sample'`` for a norm with per-sample statistics (GN, LN, IN), ``'batch'`` for BN normalising with the
+    statistics of this batch on this process (training, not SyncBN), None otherwise (BN with running
+    statistics, SyncBN, no norm, or a ``z`` with a bias)."""
+    if bias:
+        return None
     if isinstance(norm, (nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):
-        return True
-    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or
-                                                                  not norm.track_running_stats)
+        return 'sample'
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and not isinstance(norm, nn.SyncBatchNorm) \
+            and (norm.training or not norm.track_running_stats):
+        return 'batch'
+    return None
 
 
-def into_norm_range(y: Tensor) -> Tensor:
-    """``y / 2^k`` with the smallest ``k >= 0`` that brings ``max |y|`` to at most ``2^60``.
+@torch.fx.wrap
+def range_exponent(y: Tensor, weight: Tensor, per_sample: bool) -> Tensor:
+    """The ``k >= 0`` with ``max |y| ||W||_inf / 2^k`` at most ``2^e``, ``e`` the :data:`RANGE_EXPONENTS` entry of the
+    dtype ``z`` runs in (autocast's, else ``W``'s): per sample ``(B, 1, ..., 1)`` or for the batch ``()``.
 
-    A power of two rescales exactly, so ``y`` is returned unchanged (``k = 0``) unless its square would
-    overflow the float32 statistics of the norm that follows; a norm that uses its input's statistics gives
-    the same result either way (up to its ``eps``, negligible at such magnitudes). No host synchronisation.
+    ``||W||_inf`` (the largest row sum of ``|W|``) bounds how much ``z`` can grow its input, so ``z(y / 2^k)``
+    cannot overflow. A sample with a NaN or Inf gets ``k = 0`` and keeps its own values; no host sync.
     """
-    top = y.detach().abs().amax().float()
-    exponent = torch.clamp(torch.ceil(torch.log2(top)) - NORM_RANGE_EXPONENT, min=0)
-    return y / torch.exp2(exponent).to(y.dtype)
+    device = y.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    # (reductions over explicit dimensions: the ONNX exporters map no full amax)
+    gain = weight.detach().abs().flatten(1).sum(1).amax(0).float()
+    top = y.detach().abs().flatten(1 if per_sample else 0).amax(-1)
+    exponent = power_of_two_exponent(top.float() * gain) - RANGE_EXPONENTS.get(dtype, 62)
+    exponent = exponent.clamp(min=0)
+    return exponent.reshape(-1, *[1] * (y.dim() - 1)) if per_sample else exponent
 
 
 @ROOT_MODELS.register_module()
@@ -57,10 +74,13 @@ class CGNLBlock(NonlocalBase):
     ``M x M`` per group (:class:`~snl_mm.graph.ChannelAffinity`), ``Z = g(X)`` and ``W`` the grouped 1x1
     conv ``z`` (``Cs -> C``); ``A`` has rank 1 (dot) or ``order + 1`` (Gaussian) and is applied in ``O(M)``,
     never formed. The output norm is a GroupNorm with ``groups`` groups (weight zero at init), as the
-    original; the kernel sums run in float32 under autocast. The Gaussian kernel is an unnormalised
-    polynomial of degree ``2 order + 1`` in the input, so on very large inputs its output is rescaled by a
-    power of two before a norm that uses its input's statistics (:func:`into_norm_range`), which keeps the
-    norm's statistics finite and does not change its result. Runs on any device.
+    original; the kernel sums run in float32 under autocast. The kernel is unnormalised (a sum over all
+    ``c N`` nodes: ``~1e5`` at ordinary activations; the Gaussian kernel grows as ``|x|^(2 order + 1)``), so
+    ``z`` runs on its output divided by a power of two per sample (:func:`range_exponent`) that keeps ``z``'s
+    output within the range of the dtype it runs in (float16's 65504 under AMP). A norm invariant to that
+    rescaling (GN, the default) removes it; otherwise it is multiplied back in float32 after ``z``. Either way
+    the result is the float32 one, and one sample's magnitude never changes another's output. Runs on any
+    device.
 
     Args:
         in_channels (int): channels ``C`` of the input ``(B, C, *S)``, any rank 1-3.
@@ -152,12 +172,24 @@ class CGNLBlock(NonlocalBase):
         return self._group_vectors(self.g(flatten_map(x))).unsqueeze(-1)
 
     def filter_weights(self, unit: nn.Module) -> List[FilterWeight]:
-        rescale = self.kernel == 'gaussian' and uses_input_statistics(self.gn)
+        scope = rescale_scope(self.gn, self.z.bias is not None)
 
         def weight(signal: Tensor) -> Tensor:
-            out = self.z(signal.reshape(signal.shape[0] // self.groups, self.inner_channels, -1, 1))
-            # the unnormalised Taylor kernel grows as |x|^(2 order + 1): keep the norm's input in range
-            return into_norm_range(out) if rescale else out
+            # the float32 kernel sums reach ~1e5 at ordinary activations and grow as |x|^(2 order + 1): z runs on
+            # y / 2^k, in range for its dtype. The norm undoes the power of two where it is invariant to it;
+            # elsewhere it is multiplied back in float32 after z (exact for a linear z: z(y) = 2^k z(y / 2^k))
+            # (the module's dtype: float32 under autocast, so that the norm sees the values multiplied back)
+            dtype = self.z.weight.dtype
+            y = signal.reshape(signal.shape[0] // self.groups, self.inner_channels, -1, 1)
+            exponent = range_exponent(y, self.z.weight, scope != 'batch')
+            out = self.z((y * power_of_two(-exponent)).to(dtype))
+            if scope is not None:
+                return out
+            scale, bias = power_of_two(exponent), self.z.bias
+            if bias is None:
+                return (out * scale).to(dtype)
+            bias = bias.reshape(-1, 1, 1)
+            return ((out - bias) * scale + bias).to(dtype)
 
         return [weight]
 

@@ -1,6 +1,7 @@
 """NL: the nonlocal block of Wang et al. 2018 (paper Appendix B.1), laid out as mmcv's ``NonLocal2d/3d``."""
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
@@ -12,17 +13,23 @@ from .base import FilterWeight, NonlocalBase
 from .tokens import ConfigType, flat_norm_cfg, flatten_map, from_tokens, to_tokens
 
 
+@torch.fx.wrap
+def spatial_max_pool(x: Tensor) -> Tensor:
+    """Max-pool by 2 over the spatial axes as mmcv's non-local ``sub_sample``: ``L`` in 1D, ``(H, W)`` in 2D
+    and 3D (never time). One call in a ``torch.fx`` graph: the pooling depends on the input's rank."""
+    rank = x.dim() - 2
+    if rank == 1:
+        return F.max_pool1d(x, 2)
+    if rank == 2:
+        return F.max_pool2d(x, 2)
+    return F.max_pool3d(x, (1, 2, 2))
+
+
 class SpatialMaxPool(nn.Module):
-    """Max-pool by 2 over the spatial axes as mmcv's non-local ``sub_sample``: ``L`` in 1D, ``(H, W)`` in
-    2D and 3D (never time)."""
+    """:func:`spatial_max_pool` as a module (mmcv's ``sub_sample`` layout: ``g.1``, ``phi.1``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        rank = x.dim() - 2
-        if rank == 1:
-            return F.max_pool1d(x, 2)
-        if rank == 2:
-            return F.max_pool2d(x, 2)
-        return F.max_pool3d(x, (1, 2, 2))
+        return spatial_max_pool(x)
 
 
 @ROOT_MODELS.register_module()
@@ -116,7 +123,7 @@ class NLBlock(NonlocalBase):
             return to_tokens(flatten_map(module(x)))
         if isinstance(module, nn.Sequential):
             conv, pool = module
-            m = conv(flatten_map(x)).reshape(x.shape[0], -1, *x.shape[2:])
+            m = conv(flatten_map(x))[..., 0].unflatten(2, x.shape[2:])  # (B, Cs, *S)
             return to_tokens(flatten_map(pool(m)))
         return to_tokens(module(flatten_map(x)))
 

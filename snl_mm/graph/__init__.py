@@ -1,5 +1,6 @@
 """The math of nonlocal blocks, free of OpenMMLab: affinities (graphs), Chebyshev graph filters, the cost
-model that picks an order of products, and criss-cross attention."""
+model that picks an order of products, criss-cross attention, and the precision policy under autocast
+(:mod:`snl_mm.graph.precision`)."""
 from .affinity import (KERNELS, NORMALIZATIONS, Affinity, DenseOperator, GraphOperator,
                        LowRankOperator, SoftmaxOperator)
 from .channel_affinity import CHANNEL_KERNELS, ChannelAffinity, taylor_features

@@ -20,8 +20,10 @@ import math
 
 import torch
 from torch import Tensor
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .affinity import LowRankOperator, _no_autocast, _upcast
+from .low_rank import LowRankOperator
+from .precision import float32, no_autocast
 
 CHANNEL_KERNELS = ('dot', 'gaussian')
 
@@ -45,6 +47,17 @@ def taylor_features(x: Tensor, order: int, gamma: float) -> Tensor:
     coefficients = x.new_tensor(
         [math.sqrt(beta * (2.0 * gamma) ** n / math.factorial(n)) for n in range(order + 1)])
     return torch.stack(powers, dim=-1) * coefficients
+
+
+@torch.fx.wrap
+def channel_features(v: Tensor, kernel: str, order: int, gamma: float) -> Tensor:
+    """``(B', M) -> (B', M, rank)``: the feature map of a channel kernel, in float32 at least (the Taylor powers
+    of the Gaussian kernel grow as ``|v|^order``)."""
+    with no_autocast(v.device.type):
+        v = float32(v)
+        if kernel == 'dot':
+            return v.unsqueeze(-1)
+        return taylor_features(v, order, gamma)
 
 
 class ChannelAffinity:
@@ -91,20 +104,17 @@ class ChannelAffinity:
 
     def features(self, v: Tensor) -> Tensor:
         """``(B', M) -> (B', M, rank)``: the kernel's feature map (float32 at least)."""
-        with _no_autocast(v.device.type):
-            v = _upcast(v)
-            if self.kernel == 'dot':
-                return v.unsqueeze(-1)
-            return taylor_features(v, self.order, self.gamma)
+        return channel_features(v, self.kernel, self.order, self.gamma)
 
     def __call__(self, t: Tensor, p: Tensor) -> LowRankOperator:
         """The ``(B', M, M)`` affinity of the flattened group vectors ``t`` and ``p``, each ``(B', M)``.
 
-        ``B'`` runs over batch and groups; the operator multiplies ``(B', M, c)`` signals in ``O(M c rank)``.
+        ``B'`` runs over batch and groups; the operator multiplies ``(B', M, c)`` signals in ``O(M c rank)``, in
+        float32 at least: its products are sums over all ``M`` nodes (:mod:`snl_mm.graph.precision`).
         """
-        if t.dim() != 2 or t.shape != p.shape:
+        if not is_fx_symbolic_tracing() and (t.dim() != 2 or t.shape != p.shape):
             raise ValueError('channel affinity expects t and p of one shape (B, M), got '
                              f'{tuple(t.shape)} and {tuple(p.shape)}')
-        scale = 1.0 / math.sqrt(t.shape[1]) if self.use_scale else 1.0
+        scale = t.shape[1] ** -0.5 if self.use_scale else 1.0
         return LowRankOperator(self.features(t), self.features(p), scale, symmetrize=False,
-                               normalize='none', path='factored')
+                               normalize='none', path='factored', half_products=False)

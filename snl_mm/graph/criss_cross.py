@@ -17,6 +17,11 @@ strided views of the grids (:func:`_lines`) and writes into views of one output 
 copied into a line-major layout. Queries, keys and values arrive packed in one tensor (one projection makes
 them) and the backward is written out (:class:`_CrissCrossAttention`), so that their gradients land in one
 buffer too; it keeps only the ``(B, N, H + W [+ T])`` attention weights.
+
+Tracers (``torch.compile``, ``torch.export``, the TorchScript tracer of ``torch.onnx``) see the same attention
+written out of place with autograd's own backward (:func:`_traced_attention`): the written-out backward's
+in-place products cannot run in a graph whose tensors require grad, and a traced graph has its own memory
+planning. ``torch.fx`` records :func:`criss_cross_attention` as one call.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -25,18 +30,22 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .affinity import GraphOperator, _no_autocast, _upcast
+from .operator import GraphOperator
+from .precision import float32, no_autocast
 
 #: the grid ranks criss-cross attention is defined on
 CRISS_CROSS_RANKS = (2, 3)
 
 
-def _check_spatial(spatial: Sequence[int]) -> Tuple[int, ...]:
-    spatial = tuple(int(s) for s in spatial)
+def _check_rank(spatial: Sequence[int]) -> None:
     if len(spatial) not in CRISS_CROSS_RANKS:
         raise ValueError(f'criss-cross attention needs a grid of rank {CRISS_CROSS_RANKS} ((H, W) or '
-                         f'(T, H, W)), got spatial shape {spatial}')
-    return spatial
+                         f'(T, H, W)), got spatial shape {tuple(spatial)}')
+
+
+def _check_spatial(spatial: Sequence[int]) -> Tuple[int, ...]:
+    _check_rank(spatial)
+    return tuple(int(s) for s in spatial)
 
 
 def criss_cross_mask(spatial: Sequence[int], device=None) -> Tensor:
@@ -188,6 +197,41 @@ def _unpack(qkv: Tensor, key_channels: int) -> Tuple[Tensor, Tensor, Tensor]:
     return qkv[..., :key_channels], qkv[..., key_channels:2 * key_channels], qkv[..., 2 * key_channels:]
 
 
+def _traced_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor],
+                      residual: Optional[Tensor]) -> Tensor:
+    """:class:`_CrissCrossAttention`'s forward written out of place (autograd differentiates it): per axis the
+    line logits ``(B, *S without d, L, L)``, the centre masked on all axes but the last, one softmax over the
+    whole cross combined from the per-axis maxima and sums, and the weighted values moved back in place. Every
+    size is read from the tensors, so exported graphs keep dynamic spatial axes."""
+    q, k, v = _unpack(qkv, key_channels)
+    last = qkv.dim() - 2  # the grid's last spatial dimension
+    logits = []
+    for dim in range(1, last + 1):
+        qd, kd = q.movedim(dim, last), k.movedim(dim, last)  # (B, ..., L, c): lines along dim
+        energy = torch.matmul(qd, kd.transpose(-1, -2))  # (B, ..., L_query, L_key)
+        if dim < last:
+            position = torch.arange(energy.shape[-1], device=energy.device)
+            energy = energy.masked_fill(position[:, None] == position[None, :], float('-inf'))
+        logits.append(energy.movedim(last, dim))  # the query's coordinate back in place: (B, *S, L_key)
+    peak = logits[0].amax(-1)
+    for energy in logits[1:]:
+        peak = torch.maximum(peak, energy.amax(-1))
+    peak = peak.detach().unsqueeze(-1)
+    weights = [torch.exp(energy - peak) for energy in logits]
+    total = weights[0].sum(-1, keepdim=True)
+    for w in weights[1:]:
+        total = total + w.sum(-1, keepdim=True)
+    attended = 0
+    for dim, w in zip(range(1, last + 1), weights):
+        lines = torch.matmul(w.movedim(dim, last), v.movedim(dim, last))  # (B, ..., L_query, c_v)
+        attended = attended + lines.movedim(last, dim)
+    attended = attended / total
+    if scale is not None:
+        attended = attended * scale
+    return attended if residual is None else residual + attended
+
+
+@torch.fx.wrap
 def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor] = None,
                           residual: Optional[Tensor] = None) -> Tensor:
     """``residual + scale * (A v)`` with ``A`` the criss-cross attention of queries ``q`` and keys ``k``.
@@ -204,7 +248,7 @@ def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor
         Tensor: ``(B, *S, c_v)`` in the dtype of ``residual`` (of ``qkv`` without one); computed in at least
         float32.
     """
-    spatial = _check_spatial(qkv.shape[1:-1])
+    _check_rank(qkv.shape[1:-1])
     if not (isinstance(key_channels, int) and 0 < key_channels and 2 * key_channels < qkv.shape[-1]):
         raise ValueError(f'criss-cross attention: key_channels={key_channels} leaves no value channels in '
                          f'qkv of shape {tuple(qkv.shape)} (needs 2 * key_channels < {qkv.shape[-1]})')
@@ -212,10 +256,13 @@ def criss_cross_attention(qkv: Tensor, key_channels: int, scale: Optional[Tensor
         raise ValueError(f'criss-cross attention: residual of shape {tuple(residual.shape)} does not match '
                          f'the values of qkv {tuple(qkv.shape)} with key_channels={key_channels}')
     dtype = qkv.dtype if residual is None else residual.dtype
-    with _no_autocast(qkv.device.type):
-        out = _CrissCrossAttention.apply(_upcast(qkv), key_channels, spatial,
-                                         None if scale is None else _upcast(scale),
-                                         None if residual is None else _upcast(residual))
+    with no_autocast(qkv.device.type):
+        args = (float32(qkv), key_channels, None if scale is None else float32(scale),
+                None if residual is None else float32(residual))
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            out = _traced_attention(*args)
+        else:
+            out = _CrissCrossAttention.apply(args[0], key_channels, _check_spatial(qkv.shape[1:-1]), *args[2:])
     return out.to(dtype)
 
 
@@ -244,8 +291,8 @@ class CrissCrossOperator(GraphOperator):
         """The attention split by axis: for axis ``d`` a float32 ``(B, *S, S[d])`` tensor whose ``[..., l]``
         entry is the weight of the position at coordinate ``l`` on the query's line along ``d`` (the centre
         only on the last axis). For analysis: not differentiable."""
-        with torch.no_grad(), _no_autocast(self.q.device.type):
-            q, k = (_upcast(self._grid(t)).contiguous() for t in (self.q, self.k))
+        with torch.no_grad(), no_autocast(self.q.device.type):
+            q, k = (float32(self._grid(t)).contiguous() for t in (self.q, self.k))
             weights = _line_softmax(q, k, self.spatial)
         b = self.q.shape[0]
         out = []
@@ -264,8 +311,8 @@ class CrissCrossOperator(GraphOperator):
 
     def dense(self) -> Tensor:
         """The dense ``(B, N, N)`` float32 affinity, zero outside the criss-cross (analysis only)."""
-        with _no_autocast(self.q.device.type):
-            q, k = _upcast(self.q), _upcast(self.k)
+        with no_autocast(self.q.device.type):
+            q, k = float32(self.q), float32(self.k)
             logits = q @ k.transpose(1, 2)
             mask = criss_cross_mask(self.spatial, device=logits.device)
             return torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1)

@@ -13,7 +13,17 @@ mixture of distributions over positions) and has rank ``c_n``; it is applied as 
 import torch
 from torch import Tensor
 
-from .affinity import LowRankOperator, _no_autocast, _upcast
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+from .low_rank import LowRankOperator
+from .precision import float32, no_autocast
+
+
+@torch.fx.wrap
+def double_attention_factors(gather_logits: Tensor, distribute_logits: Tensor):
+    """``(softmax_pos(B), softmax_desc(V))`` in float32 (at least), whatever the autocast state."""
+    with no_autocast(gather_logits.device.type):
+        return torch.softmax(float32(gather_logits), dim=1), torch.softmax(float32(distribute_logits), dim=2)
 
 
 class DoubleAttention:
@@ -31,8 +41,8 @@ class DoubleAttention:
     def __call__(self, gather_logits: Tensor, distribute_logits: Tensor) -> LowRankOperator:
         """The affinity of one input, as a graph operator.
 
-        Both softmaxes run in float32 (also under autocast); the operator multiplies in float32 and returns
-        its result in the signal's dtype.
+        Both softmaxes run in float32 (also under autocast); the operator multiplies in the compute dtype
+        (:mod:`snl_mm.graph.precision`): both factors are distributions, so no product leaves the signal's range.
 
         Args:
             gather_logits (Tensor): the gather maps ``B`` in token layout ``(B, N, c_n)``; normalised over the
@@ -44,12 +54,11 @@ class DoubleAttention:
             LowRankOperator: ``A`` of shape ``(B, N, N)``, applied in the factored order (its ``dense()`` forms
             it, for analysis).
         """
-        if gather_logits.dim() != 3 or gather_logits.shape != distribute_logits.shape:
+        if not is_fx_symbolic_tracing() and (gather_logits.dim() != 3
+                                             or gather_logits.shape != distribute_logits.shape):
             raise ValueError('double_attention expects gather and distribute maps of one shape (B, N, c_n), '
                              f'got {tuple(gather_logits.shape)} and {tuple(distribute_logits.shape)}')
-        with _no_autocast(gather_logits.device.type):
-            gather = torch.softmax(_upcast(gather_logits), dim=1)
-            distribute = torch.softmax(_upcast(distribute_logits), dim=2)
+        gather, distribute = double_attention_factors(gather_logits, distribute_logits)
         return LowRankOperator(distribute, gather, 1.0, symmetrize=False, normalize='none', path='factored')
 
 

@@ -233,25 +233,102 @@ def test_bad_arguments():
         CGNLBlock(9)
 
 
-def test_into_norm_range():
-    """Ordinary magnitudes pass unchanged; huge ones are divided by a power of two, after which GroupNorm's
-    float32 statistics stay finite and give the float64 result."""
-    from snl_mm.blocks.cgnl import into_norm_range, uses_input_statistics
-    y = _x((2, 8, 6, 1), dtype=torch.float32)
-    assert torch.equal(into_norm_range(y), y)
-    assert torch.equal(into_norm_range(torch.zeros(3)), torch.zeros(3))
-    huge = 1e25 * y
-    scaled = into_norm_range(huge)
-    ratio = huge / scaled
-    assert torch.all(ratio == ratio.flatten()[0]) and float(ratio.flatten()[0]).is_integer()
-    assert scaled.abs().max() <= 2.0**60
-    gn = torch.nn.GroupNorm(2, 8)
-    assert not torch.isfinite(gn(huge)).all()  # the overflow this guards against
-    expected = torch.nn.functional.group_norm(huge.double(), 2, eps=gn.eps)
-    assert torch.allclose(gn(scaled).double(), expected, atol=1e-5)
-    bn = torch.nn.BatchNorm2d(8)
-    assert uses_input_statistics(gn) and uses_input_statistics(bn.train())
-    assert not uses_input_statistics(bn.eval()) and not uses_input_statistics(None)
+def test_rescale_scope():
+    """Where a power of two before ``z`` is undone by the norm: per sample for per-sample statistics, per batch for
+    BN on this batch's statistics, nowhere for running statistics, SyncBN, no norm or a ``z`` with a bias."""
+    from snl_mm.blocks.cgnl import rescale_scope
+    gn, bn = torch.nn.GroupNorm(2, 8), torch.nn.BatchNorm2d(8)
+    assert rescale_scope(gn, bias=False) == 'sample'
+    assert rescale_scope(torch.nn.LayerNorm(8), bias=False) == 'sample'
+    assert rescale_scope(torch.nn.InstanceNorm2d(8), bias=False) == 'sample'
+    assert rescale_scope(bn.train(), bias=False) == 'batch'
+    assert rescale_scope(bn.eval(), bias=False) is None
+    assert rescale_scope(torch.nn.SyncBatchNorm(8).train(), bias=False) is None
+    assert rescale_scope(None, bias=False) is None
+    assert rescale_scope(gn, bias=True) is None
+
+
+def test_range_exponent_per_sample_and_dtype():
+    """Ordinary magnitudes keep k = 0; a huge sample gets the k that brings ``max |y| ||W||_inf`` to the range of
+    the dtype ``z`` runs in, the others keep theirs; a NaN sample gets 0."""
+    from snl_mm.blocks.cgnl import RANGE_EXPONENTS, range_exponent
+    weight = torch.full((8, 4, 1, 1), 0.5)  # ||W||_inf = 2
+    y = _x((3, 4, 6, 1), dtype=torch.float32)
+    assert torch.equal(range_exponent(y, weight, True), torch.zeros(3, 1, 1, 1))
+    y[1] *= 1e30
+    y[2, 0, 0, 0] = float('nan')
+    k = range_exponent(y, weight, True).flatten()
+    assert k[0] == 0 and k[2] == 0 and k[1] > 0
+    top = y[1].abs().max() * 2
+    assert top / 2 ** k[1] <= 2.0**RANGE_EXPONENTS[torch.float32] < top / 2 ** (k[1] - 1)
+    assert range_exponent(y[1:2], weight, False) == k[1]  # the batch scope: one exponent
+    with torch.autocast('cpu', dtype=torch.float16):
+        k16 = range_exponent(1e5 * y[:1], weight, True).flatten()
+    # 1e5 * |y| * 2 needs k with (...) / 2^k <= 2^15; float32 needs none
+    assert range_exponent(1e5 * y[:1], weight, True).flatten() == 0
+    top16 = 1e5 * y[0].abs().max() * 2
+    assert k16 > 0 and top16 / 2 ** k16 <= 2.0**15 < top16 / 2 ** (k16 - 1)
+
+
+def _issue_block(kernel, seed=0, **kwargs) -> CGNLBlock:
+    """The fault report's setting: C = 256, weights at 1 / sqrt(fan_in), a random output norm."""
+    block = CGNLBlock(256, kernel=kernel, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in (block.t, block.p, block.g, block.z):
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / math.sqrt(fan_in))
+            if conv.bias is not None:
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) / math.sqrt(fan_in))
+    return randomise_norms_(block, seed=seed).eval()
+
+
+@pytest.mark.parametrize('setting', ['gn', 'gn-bias', 'bn-eval'])
+@pytest.mark.parametrize('kernel', ['dot', 'gaussian'])
+def test_half_precision_at_ordinary_activations(kernel, setting):
+    """The fault report's case, (2, 256, 28, 28) and ``relu(randn) * 4``: the kernel sums reach ~1e5; under
+    float16 autocast (and bfloat16) the block's output is finite and close to the float32 one, with the norm that
+    undoes the rescaling (GN) and without it (GN after a ``z`` with bias, BN with running statistics)."""
+    kwargs = dict(gn=dict(), **{'gn-bias': dict(bias=True), 'bn-eval': dict(norm_cfg=dict(type='BN'))})
+    block = _issue_block(kernel, **kwargs[setting])
+    # random biases decorrelate p and g, and the Gaussian kernel's leading term is linear (sum_l g_l): larger
+    # activations reach the same range
+    scale = 64 if kernel == 'gaussian' else 8 if setting == 'gn-bias' else 4
+    x = torch.relu(_x((2, 256, 28, 28), seed=3, dtype=torch.float32)) * scale
+    with torch.no_grad():
+        y32 = block(x)
+        signal = block.graph_operator(x).matmul(block.node_features(block, x))
+        unscaled = block.z(signal.reshape(2, block.inner_channels, -1, 1))
+        assert unscaled.abs().max() > 65504  # the float16 range z's output would leave
+        assert torch.isfinite(y32).all()
+        for dtype, bound in ((torch.float16, 5e-3), (torch.bfloat16, 2e-2)):
+            with torch.autocast('cpu', dtype=dtype):
+                y = block(x)
+            assert torch.isfinite(y).all(), dtype
+            assert rel_err(y.float() - x, y32 - x) < bound, dtype
+
+
+@pytest.mark.parametrize('norm_cfg', [dict(type='GN'), dict(type='BN')], ids=['gn', 'bn-eval'])
+@pytest.mark.parametrize('kernel', ['dot', 'gaussian'])
+def test_float16_module_on_constant_input(kernel, norm_cfg):
+    """A block converted to float16 (no autocast) on a constant input, which the fault report saw fail too."""
+    block = _issue_block(kernel, norm_cfg=norm_cfg).half()
+    x = torch.full((2, 256, 7, 7), 3.0, dtype=torch.float16)
+    y = block(x)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize('norm_cfg', [dict(type='GN'), dict(type='BN')], ids=['gn', 'bn-eval'])
+def test_rescaling_is_exact_on_huge_inputs(norm_cfg):
+    """Inputs of 1e4: the Gaussian kernel's output passes 2^62 after ``z``; the rescaled block agrees with
+    float64 (where nothing is rescaled) whether the norm undoes the power of two (GN) or it is multiplied back
+    (BN with running statistics)."""
+    block = randomise_(CGNLBlock(8, groups=2, kernel='gaussian', norm_cfg=norm_cfg), std=0.3, seed=4).eval()
+    x = 1e4 * _x(SHAPES[2], seed=2, dtype=torch.float32)
+    y = block(x)
+    assert torch.isfinite(y).all()
+    expected = copy.deepcopy(block).double()(x.double())
+    assert rel_err(y.double() - x.double(), expected - x.double()) < 5e-3
 
 
 def test_gaussian_kernel_on_huge_inputs_matches_float64():

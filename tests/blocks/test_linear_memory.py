@@ -2,8 +2,8 @@
 at ``N = 96 x 96 = 9216`` (an ``N x N`` float32 matrix would be 340 MB)."""
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from snl_mm.analysis.benchmark.memory import profile_memory
 from snl_mm.blocks import A2Block, CCBlock, CGNLBlock
 
 C, H, W = 64, 96, 96
@@ -13,11 +13,9 @@ DENSE_BYTES = N * N * 4
 
 def largest_allocation(fn) -> int:
     """The largest single CPU allocation (bytes) made while ``fn()`` runs, from the profiler's records."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    sizes = [e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == '[memory]']
-    assert sizes, 'the profiler recorded no allocation'
-    return max(sizes)
+    prof = profile_memory(fn)
+    assert prof.records, 'the profiler recorded no allocation'
+    return prof.largest_allocation
 
 
 def test_the_measurement_sees_a_dense_matrix():

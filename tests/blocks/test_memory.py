@@ -12,9 +12,9 @@ import gc
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import snl_mm  # noqa: F401 (registers the blocks)
+from snl_mm.analysis.benchmark.memory import profile_memory
 from snl_mm.registry import ROOT_MODELS
 
 C, H, W = 64, 96, 96
@@ -35,36 +35,15 @@ VARIANTS = {
 }
 
 
-def _status(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def _measure(block: torch.nn.Module, x: torch.Tensor):
     """(largest single-operator allocation, peak RSS growth or None) of ``block(x)``, in bytes."""
     block(x[..., :8, :8]).sum().backward()  # first-call set-up (kernels, thread pools) out of the way
     block.zero_grad(set_to_none=True)
     gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as prof:
-        can_reset = _reset_peak_rss()
-        base = _status('VmRSS')
-        y = block(x)
-        peak = _status('VmHWM') - base if can_reset else None
-    assert torch.isfinite(y).all()
-    largest = max(e.cpu_memory_usage for e in prof.events())
-    return largest, peak
+    out = {}
+    prof = profile_memory(lambda: out.update(y=block(x)), rss=True, record_shapes=True)
+    assert torch.isfinite(out['y']).all()
+    return prof.largest_operator, prof.rss_growth
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))

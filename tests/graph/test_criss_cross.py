@@ -1,5 +1,6 @@
 """The criss-cross graph operator: the line-by-line product equals the masked dense softmax, each position
-is counted once, the time line is included in 3D, float32 under autocast, gradients."""
+is counted once, the time line is included in 3D, float32 under autocast, gradients; the out-of-place form the
+tracers see computes the same."""
 import itertools
 
 import pytest
@@ -94,21 +95,52 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda q, k, z: CrissCrossOperator(q, k, spatial).matmul(z), (q, k, z))
 
 
+def _packed(spatial, seed):
+    """Packed ``qkv`` (``c = 2``, ``c_v = 3``), a scale and a residual, and the expected
+    ``residual + scale * (A v)`` from the masked dense softmax."""
+    n, c, c_v = torch.Size(spatial).numel(), 2, 3
+    qkv = _randn(2, *spatial, 2 * c + c_v, seed=seed).requires_grad_()
+    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    residual = _randn(2, *spatial, c_v, seed=seed + 1).requires_grad_()
+    q, k, v = (t.reshape(2, n, -1) for t in qkv.split([c, c, c_v], dim=-1))
+    attended = (masked_softmax_reference(q, k, spatial) @ v).reshape(residual.shape)
+    return qkv, scale, residual, attended
+
+
 @pytest.mark.parametrize('spatial', [(3, 4), (2, 3, 4), (1, 5)], ids=str)
 def test_fused_residual_and_scale(spatial):
     """``residual + scale * (A v)`` from packed ``qkv``: values and gradients (``qkv``, the scale, the
     residual) against the masked dense softmax."""
-    n, c, c_v = torch.Size(spatial).numel(), 2, 3
-    qkv = _randn(2, *spatial, 2 * c + c_v, seed=4).requires_grad_()
-    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
-    residual = _randn(2, *spatial, c_v, seed=5).requires_grad_()
-    q, k, v = (t.reshape(2, n, -1) for t in qkv.split([c, c, c_v], dim=-1))
-    expected = residual + scale * (masked_softmax_reference(q, k, spatial) @ v).reshape(residual.shape)
-    assert torch.allclose(criss_cross_attention(qkv, c, scale, residual), expected, rtol=0, atol=1e-13)
-    assert torch.allclose(criss_cross_attention(qkv, c),
-                          (masked_softmax_reference(q, k, spatial) @ v).reshape(residual.shape), atol=1e-13)
-    assert torch.autograd.gradcheck(lambda *t: criss_cross_attention(t[0], c, *t[1:]), (qkv, scale, residual))
-    assert torch.autograd.gradcheck(lambda t: criss_cross_attention(t, c, scale.detach()), (qkv, ))
+    qkv, scale, residual, attended = _packed(spatial, seed=4)
+    assert torch.allclose(criss_cross_attention(qkv, 2, scale, residual), residual + scale * attended, rtol=0,
+                          atol=1e-13)
+    assert torch.allclose(criss_cross_attention(qkv, 2), attended, atol=1e-13)
+    assert torch.autograd.gradcheck(lambda *t: criss_cross_attention(t[0], 2, *t[1:]), (qkv, scale, residual))
+    assert torch.autograd.gradcheck(lambda t: criss_cross_attention(t, 2, scale.detach()), (qkv, ))
+
+
+@pytest.mark.parametrize('spatial', GRIDS, ids=str)
+def test_traced_form_against_the_masked_softmax(spatial):
+    """The out-of-place form that tracers see (``torch.compile``, ``torch.export``, ``torch.jit.trace``): values
+    against the masked dense softmax and gradients by gradcheck (autograd's own backward)."""
+    from snl_mm.graph.criss_cross import _traced_attention
+    qkv, scale, residual, attended = _packed(spatial, seed=6)
+    assert torch.allclose(_traced_attention(qkv, 2, scale, residual), residual + scale * attended, rtol=0,
+                          atol=1e-13)
+    assert torch.allclose(_traced_attention(qkv, 2, None, None), attended, rtol=0, atol=1e-13)
+    if qkv[0, ..., 0].numel() <= 12:  # gradcheck differentiates numerically once per input entry
+        one = [t[:1].detach().requires_grad_() for t in (qkv, residual)]
+        assert torch.autograd.gradcheck(lambda *t: _traced_attention(t[0], 2, *t[1:]), (one[0], scale, one[1]))
+
+
+def test_tracers_take_the_traced_form():
+    """Under ``torch.jit.trace`` the fused call records the out-of-place form (no written-out backward, no
+    ``out=`` products) and gives the same numbers."""
+    qkv, residual = _randn(1, 3, 4, 7, seed=8, dtype=torch.float32), _randn(1, 3, 4, 3, seed=9, dtype=torch.float32)
+    traced = torch.jit.trace(lambda t, r: criss_cross_attention(t, 2, None, r), (qkv, residual))
+    kinds = {node.kind() for node in traced.graph.nodes()}
+    assert 'prim::PythonOp' not in kinds and 'aten::baddbmm_' not in kinds
+    assert torch.allclose(traced(qkv, residual), criss_cross_attention(qkv, 2, None, residual), atol=1e-6)
 
 
 def test_fused_bad_arguments():
