@@ -1,9 +1,10 @@
 # Copyright (c) OpenMMLab. All rights reserved. Adapted for snl_mm.
 """Train a model from an OpenMMLab config (mmpretrain or mmaction2), as OpenMMLab's ``tools/train.py``.
 
-``snl_mm`` is imported before anything else, in every process (torchrun and slurm workers included): it
-applies the compatibility fixes (gloo on machines without GPUs, checkpoint loading under torch >= 2.6,
-mmaction2's missing module) and registers the blocks, backbones and datasets. The rest is mmengine:
+``snl_mm.compat`` is imported before anything else, in every process (torchrun and slurm workers included): it
+registers the blocks, backbones and datasets and applies the fixes of mmengine's gaps (gloo on machines without
+GPUs, checkpoint loading under torch >= 2.6, crash-safe checkpoints, exact resume, clear errors for files that
+are not checkpoints). The rest is mmengine:
 ``Config.fromfile`` and ``Runner.from_cfg`` (or ``RUNNERS.build`` when the config sets ``runner_type``),
 with the registries of the config's ``default_scope``.
 
@@ -11,7 +12,8 @@ Examples::
 
     python tools/train.py configs/demo/preresnet20-snl_relation.py
     bash tools/dist_train.sh configs/imagenet/resnet50-snl_8xb32-110e_in1k.py 8 --amp
-    python tools/train.py CONFIG --resume                      # from the latest checkpoint of the work dir
+    python tools/train.py CONFIG --resume      # the work dir's newest checkpoint that loads; ends as if not stopped
+    python tools/train.py CONFIG --resume work_dirs/x/iter_4000.pth
     python tools/train.py CONFIG --cfg-options model.backbone.plugins.0.cfg.reduction=4
 """
 import argparse
@@ -38,7 +40,8 @@ def parse_args() -> argparse.Namespace:
         type=str,
         const='auto',
         help='If a checkpoint path is given, resume from it; if not, resume from the latest checkpoint '
-        'in the work directory.')
+        'in the work directory (the newest that loads, when last_checkpoint is missing, empty or names a bad '
+        'file).')
     parser.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision training')
     parser.add_argument(
         '--no-validate', action='store_true', help='do not evaluate the checkpoints during training')

@@ -20,18 +20,27 @@ training run starts:
 Each fix checks, when it is applied, whether the installed mmengine still has the gap (by its behaviour where a
 cheap check exists), and leaves mmengine alone otherwise.
 
-=====================  =================================================================================
-module                 gap
-=====================  =================================================================================
-:mod:`.checkpoint`     mmengine 0.10.7 checkpoints under torch >= 2.6 ``weights_only`` (mmengine#1655)
-:mod:`.dist`           mmengine 0.10.7 distributed start and DDP wrapper assume GPUs
-=====================  =================================================================================
+==========================  =================================================================================
+module                      gap
+==========================  =================================================================================
+:mod:`.checkpoint`          mmengine 0.10.7 checkpoints under torch >= 2.6 ``weights_only`` (mmengine#1655)
+:mod:`.dist`                mmengine 0.10.7 distributed start and DDP wrapper assume GPUs
+:mod:`.installed_path`      mmengine 0.10.7 does not find editable installs (``pkg::`` configs, ``get_config``)
+:mod:`.base_scope`          ``snl_mm::`` bases are tagged with the ``snl_mm`` scope, where their upstream types are not
+:mod:`.mmseg_ops`           a segmentation config with mmcv-lite stops with mmcv's raw ``No module named 'mmcv._ext'``
+:mod:`.atomic_save`         checkpoints and ``last_checkpoint`` written in place: a kill leaves partial files
+:mod:`.resume`              auto-resume trusts ``last_checkpoint`` even when it is empty or names a bad file
+:mod:`.exact_resume`        checkpoints lack the random states and the position within the epoch
+:mod:`.checkpoint_errors`   a truncated, empty or foreign file gives torch's raw error (or its advice to
+                            turn ``weights_only`` off) without naming the file
+==========================  =================================================================================
 
 ``docs/troubleshooting.md`` describes each gap's symptom and fix for users.
 """
 from typing import Dict
 
-from . import checkpoint, dist
+from . import (atomic_save, base_scope, checkpoint, checkpoint_errors, dist, exact_resume, installed_path, mmseg_ops,
+               resume)
 
 
 def apply_all() -> Dict[str, bool]:
@@ -40,10 +49,15 @@ def apply_all() -> Dict[str, bool]:
     Returns:
         dict: fix name -> whether it is in effect in this process (False where mmengine does not need it).
     """
-    return dict(checkpoint=checkpoint.apply(), dist=dist.apply())
+    return dict(checkpoint=checkpoint.apply(), dist=dist.apply(), installed_path=installed_path.apply(),
+                base_scope=base_scope.apply(), mmseg_ops=mmseg_ops.apply(),
+                atomic_save=atomic_save.apply(), resume=resume.apply(), exact_resume=exact_resume.apply(),
+                # after `checkpoint`: the clear errors wrap the loader with its weights-only fix
+                checkpoint_errors=checkpoint_errors.apply())
 
 
 #: what :func:`apply_all` reported when this package was imported.
 APPLIED = apply_all()
 
-__all__ = ['apply_all', 'APPLIED', 'checkpoint', 'dist']
+__all__ = ['apply_all', 'APPLIED', 'atomic_save', 'base_scope', 'checkpoint', 'checkpoint_errors', 'dist',
+           'exact_resume', 'installed_path', 'mmseg_ops', 'resume']

@@ -89,7 +89,8 @@ def main() -> None:
         backend=torch.distributed.get_backend(),
         wrapper=type(model).__name__,
         device_ids=model.device_ids,
-        norm_types=sorted({type(m).__name__ for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase)}),
+        norm_types=sorted({type(m).__name__ for m in module.modules()
+                           if isinstance(m, nn.modules.batchnorm._NormBase)}),
         changed=any(not torch.equal(initial[k], params[k]) for k in params),
         iters=runner.iter,
     )

@@ -1,90 +1,38 @@
 """mmengine checkpoints under torch >= 2.6 (snl_mm.compat.checkpoint): save with the Runner, then resume,
 ``load_from`` and ``init_recognizer`` load them with ``weights_only`` still on."""
 import io
-import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Optional
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from mmengine.logging import HistoryBuffer
-from mmengine.model import BaseModel
 from mmengine.runner import CheckpointLoader, Runner, load_checkpoint
 from snl_mm.compat import checkpoint as compat_checkpoint
+from tests.compat.tiny_runner import TinyNet, state, tiny_runner
 
 pytestmark = pytest.mark.skipif(not hasattr(torch.serialization, 'safe_globals'),
                                 reason='torch < 2.5 loads with weights_only=False')
 
 
-class TinyNet(BaseModel):
-    """Linear -> BN -> ReLU -> Linear over 4 features."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(4, 8)
-        self.bn = nn.BatchNorm1d(8)
-        self.fc2 = nn.Linear(8, 2)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        logits = self.fc2(F.relu(self.bn(self.fc1(torch.stack(inputs)))))
-        if mode == 'loss':
-            return dict(loss=F.cross_entropy(logits, torch.stack(labels)))
-        return logits
-
-
-class TinyData(Dataset):
-
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(16, 4, generator=g)
-        self.y = (self.x[:, 0] > 0).long()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], labels=self.y[i])
-
-
 def _runner(work_dir: Path, name: str, max_epochs: int, resume: bool = False,
             load_from: Optional[str] = None) -> Runner:
-    torch.manual_seed(0)  # the model is built before the Runner seeds anything
-    return Runner(
-        model=TinyNet(),
-        work_dir=str(work_dir),
-        experiment_name=f'{name}_{os.getpid()}_{id(work_dir)}',
-        train_dataloader=dict(dataset=TinyData(), batch_size=4, num_workers=0,
-                              sampler=dict(type='DefaultSampler', shuffle=True)),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
-        # `end` given: otherwise mmengine cuts the schedule at this run's max_epochs and stores that cut
-        param_scheduler=dict(type='MultiStepLR', milestones=[2], gamma=0.1, by_epoch=True, end=3),
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
-        randomness=dict(seed=0),
-        resume=resume,
-        load_from=load_from,
-    )
-
-
-def _params(runner: Runner) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
+    return tiny_runner(work_dir, name, train_cfg=dict(by_epoch=True, max_epochs=max_epochs), resume=resume,
+                       load_from=load_from)
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory) -> Dict[str, object]:
+def trained(tmp_path_factory) -> dict:
     """Train 3 epochs straight (reference) and 2 epochs (to resume from)."""
     ref_dir = tmp_path_factory.mktemp('reference')
     ref = _runner(ref_dir, 'reference', max_epochs=3)
     ref.train()
     part_dir = tmp_path_factory.mktemp('partial')
     _runner(part_dir, 'partial', max_epochs=2).train()
-    return dict(reference=_params(ref), work_dir=part_dir, checkpoint=part_dir / 'epoch_2.pth')
+    return dict(reference=state(ref), work_dir=part_dir, checkpoint=part_dir / 'epoch_2.pth')
 
 
 def test_runner_checkpoint_needs_the_fix(trained) -> None:
@@ -100,7 +48,7 @@ def test_resume_continues_training(trained) -> None:
     runner = _runner(trained['work_dir'], 'resumed', max_epochs=3, resume=True)
     runner.train()
     assert runner.epoch == 3 and runner.iter == 12
-    resumed = _params(runner)
+    resumed = state(runner)
     for key, value in trained['reference'].items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
     history = runner.message_hub.get_scalar('train/loss')

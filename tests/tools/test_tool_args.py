@@ -4,7 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
+
+from snl_mm.compat.resume import NoReadableCheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / 'configs/demo/preresnet20-snl_relation.py')
@@ -46,10 +49,16 @@ def test_train_bare_resume_keeps_pretrained_weights_in_a_fresh_work_dir(monkeypa
     cfg = train_tool.merge_args(Config.fromfile(UCF), args)
     assert cfg.resume is False and cfg.load_from.endswith('kinetics400-rgb_20220812-e213c223.pth')
 
-    (tmp_path / 'epoch_3.pth').write_bytes(b'')
+    torch.save(dict(meta=dict(epoch=3, iter=30), state_dict={}, message_hub={}, optimizer={}),
+               tmp_path / 'epoch_3.pth')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
     cfg = train_tool.merge_args(Config.fromfile(UCF), args)
     assert cfg.resume is True and cfg.load_from is None  # the Runner takes the work dir's latest checkpoint
+
+    # a previous run whose only checkpoint is cut short: a clear error, not the pretrained weights
+    (tmp_path / 'epoch_3.pth').write_bytes(b'')
+    with pytest.raises(NoReadableCheckpointError, match='epoch_3.pth: it is empty'):
+        train_tool.merge_args(Config.fromfile(UCF), args)
 
 
 def test_train_mmpretrain_dataloader_defaults(monkeypatch):
