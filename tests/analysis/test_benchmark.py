@@ -98,3 +98,25 @@ def test_cli_in_process(tmp_path):
                       '1', '--in-process', '--out-dir', str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {'results.json', 'results.csv', 'benchmark.png'}
     assert sys.modules.get('matplotlib') is not None
+
+
+def test_mmcv_criss_cross_without_compiled_ops(python, subprocess_env):
+    """With mmcv-lite (``mmcv.ops`` does not import) mmcv's pure-PyTorch ``CrissCrossAttention`` is loaded from its
+    own source file: the reference of CC on a GPU machine that has no compiled mmcv."""
+    import subprocess
+    code = '''
+import sys
+sys.modules['mmcv.ops'] = None  # what mmcv-lite gives: the import of mmcv.ops fails
+import torch
+from snl_mm.analysis.benchmark import Case, build_block, reference
+block = build_block(Case('CCBlock', (2, 16, 5, 7)))
+ref, why = reference('mmcv', block, (2, 16, 5, 7))
+assert why == '' and type(ref.module).__module__ == 'mmcv_ops_cc_attention', (why, type(ref.module))
+x = torch.randn(2, 16, 5, 7)
+y, y_ref = block(x), ref(x)
+err = ((y - y_ref).norm() / y.norm()).item()
+assert err < 1e-5 and not torch.allclose(y, x), err
+print('ok', err)
+'''
+    out = subprocess.run([python, '-c', code], env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith('ok'), out.stderr[-3000:]

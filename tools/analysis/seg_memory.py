@@ -8,6 +8,10 @@ mix. Variants:
 * ``factored`` / ``dense`` / ``auto``: the SNL config with ``path`` of the SNL block forced to that order of
   products (``auto`` lets the cost model choose).
 
+It builds mmsegmentation's own model (compiled mmcv needed) and reads the CPU resident set. The whole-model
+table of ``tools/analysis/benchmark_blocks.py --models seg`` measures every block head on CUDA (allocator peak)
+or the CPU, with mmcv-lite too.
+
 Example (the numbers of docs/segmentation.md)::
 
     python tools/analysis/seg_memory.py --variants fcn factored dense --size 512 1024
