@@ -1,14 +1,5 @@
-# CIFAR-10, ResNet-50 + a criss-cross attention block (Huang et al. 2019; R = 2 as CCNet), right before the
-# last residual block of res4. Not in the paper's tables: offered for comparison with the same placement.
-_base_ = './resnet50_8xb16-300e_cifar10.py'
+# CIFAR-10, ResNet-50 + a criss-cross attention block (Huang et al. 2019; R = 2 as CCNet), right before the last
+# residual block of res4. Not in the paper's tables: offered for comparison with the same placement.
+_base_ = ['./resnet50_8xb16-300e_cifar10.py', '../_base_/blocks.py']
 
-model = dict(
-    backbone=dict(
-        type='snl_mm.ResNet_CIFAR',
-        plugins=[
-            dict(
-                cfg=dict(type='CCBlock', recurrence=2),
-                stages=(False, False, True, False),  # res4
-                position='after_block',
-                blocks=(-2, ))  # the second to last block: the block goes right before the last one
-        ]))
+model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.cc)]))

@@ -1,14 +1,5 @@
-# CIFAR-10, ResNet-50 + a spectral nonlocal block (SNL, the paper's Eq. 5), right before the last residual
-# block of res4. The paper's Table 5 (CIFAR-10 / ResNet50), row "+ Ours".
-_base_ = './resnet50_8xb16-300e_cifar10.py'
+# CIFAR-10, ResNet-50 + a spectral nonlocal block (SNL, the paper's Eq. 5), right before the last residual block of
+# res4. The paper's Table 5 (CIFAR-10 / ResNet50), row "+ Ours".
+_base_ = ['./resnet50_8xb16-300e_cifar10.py', '../_base_/blocks.py']
 
-model = dict(
-    backbone=dict(
-        type='snl_mm.ResNet_CIFAR',
-        plugins=[
-            dict(
-                cfg=dict(type='SNLBlock', reduction=2),
-                stages=(False, False, True, False),  # res4
-                position='after_block',
-                blocks=(-2, ))  # the second to last block: the block goes right before the last one
-        ]))
+model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.snl)]))

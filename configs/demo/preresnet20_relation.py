@@ -35,7 +35,9 @@ train_pipeline = [
 test_pipeline = [dict(type='PackInputs')]
 
 train_dataloader = dict(
-    batch_size=32,  # per process: 2 processes give a batch of 64
+    # per process: with 2 processes the gradients average over 64 images, but each process's BatchNorm
+    # normalises with its own 32 (not the same training as one process with 64; docs/reproducing.md)
+    batch_size=32,
     num_workers=0,
     dataset=dict(
         type='snl_mm.RelationDataset', split='train', num_samples=num_train, pipeline=train_pipeline,

@@ -1,16 +1,7 @@
-# UCF-101 split 1 (extracted frames), I3D ResNet-50 from Kinetics-400 + nonlocal blocks (Wang et al. 2018,
-# embedded Gaussian) in res3 and res4, after every other residual block as mmaction2's I3D non-local models.
-# The paper's Table 7 (UCF-101), row "+ NL".
-_base_ = './i3d_r50_k400-pretrained_8xb8-32x2x1-100e_ucf101-split1-rawframes.py'
+# UCF-101 split 1 (extracted frames), mmaction2's I3D ResNet-50 from Kinetics-400 + a nonlocal block (Wang et al.
+# 2018; embedded Gaussian as the paper's code: no 1 / sqrt(Cs)): one block, right before the last residual block of
+# res4, as the paper places it. The I3D variant of the paper's Table 7 (UCF-101) row "+ NL": the paper's network is
+# Hara's 3D ResNet (r3d50-nl_k400-pretrained_8xb8-16x1x1-100e_ucf101-split1-rgb.py).
+_base_ = ['./i3d_r50_k400-pretrained_8xb8-32x2x1-100e_ucf101-split1-rawframes.py', '../_base_/blocks.py']
 
-model = dict(
-    backbone=dict(
-        type='snl_mm.ResNet3d',
-        plugins=[
-            dict(
-                cfg=dict(type='NLBlock', reduction=2),
-                stages=(False, True, True, False),  # res3 and res4
-                position='after_block',
-                # mmaction2's non_local=((0, 0, 0), (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), (0, 0, 0))
-                blocks=((), (1, 3), (1, 3, 5), ()))
-        ]))
+model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.nl)]))

@@ -1,5 +1,6 @@
-# UCF-101 split 1, I3D ResNet-50 from Kinetics-400, without a nonlocal block, reading extracted RGB frames
-# (RawframeDataset) instead of videos; model, checkpoint and schedule as the video config it inherits.
+# UCF-101 split 1, mmaction2's I3D ResNet-50 from Kinetics-400, without a nonlocal block, reading extracted RGB
+# frames (RawframeDataset) instead of videos; model, checkpoint, schedule and placements as the video config it
+# inherits.
 _base_ = './i3d_r50_k400-pretrained_8xb8-32x2x1-100e_ucf101-split1-rgb.py'
 
 # ---- paths ----

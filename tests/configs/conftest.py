@@ -4,9 +4,11 @@ Each writer puts a few samples in the on-disk layout the upstream dataset class 
 above the files): mmpretrain's ImageNet (JPEG folders + ``meta/*.txt``), CUB-200-2011 (its own txt files),
 CIFAR-10/100 (pickled python batches), mmaction2's VideoDataset (mp4 files written by OpenCV with the
 ``mp4v`` codec + a video list) and RawframeDataset (JPEG frame folders + a frame list). And the checkpoints
-the fine-tuning configs start from: an mmpretrain ImageNet ResNet-50 and an mmaction2 Kinetics-400 I3D,
-built from the upstream configs (random weights: the test checks that they load, not what they know).
+the fine-tuning configs start from: an mmpretrain ImageNet ResNet-50, built from the upstream config, and the
+Kinetics-400 recognizer each UCF-101 config starts from, built by the upstream classes from the config's model
+without its blocks (random weights: the test checks that they load, not what they know).
 """
+import copy
 import hashlib
 import pickle
 from pathlib import Path
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.config import ConfigDict
 from mmengine.hub import get_config
 from mmengine.registry import MODELS, DefaultScope
 
@@ -117,15 +120,13 @@ def write_rawframes(root: Path, rng: np.random.Generator) -> None:
         (root / f'{split}.txt').write_text(''.join(f'{n} {len(clip)} {label}\n' for n, label in items))
 
 
-def _save_upstream_model(path: Path, scope: str, config: str, **model_overrides) -> Path:
-    """Build an upstream config's model and save its state dict as an mmengine checkpoint."""
-    cfg = get_config(config)
-    cfg.merge_from_dict({f'model.{k}': v for k, v in model_overrides.items()})
+def _save_model(path: Path, scope: str, model_cfg: dict, source: str) -> Path:
+    """Build a model config with the registries of ``scope`` and save its state dict as an mmengine checkpoint."""
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(model_cfg)
     model.init_weights()
-    torch.save({'meta': {'source': config}, 'state_dict': model.state_dict()}, path)
+    torch.save({'meta': {'source': source}, 'state_dict': model.state_dict()}, path)
     return path
 
 
@@ -164,14 +165,18 @@ class TinyData:
 
     def imagenet_resnet50(self) -> Path:
         """An mmpretrain ImageNet ResNet-50 classifier checkpoint (1000 classes)."""
-        return self._once('ckpt_in1k', lambda p: _save_upstream_model(
-            p / 'resnet50_in1k.pth', 'mmpretrain', 'mmpretrain::resnet/resnet50_8xb32_in1k.py')) / 'resnet50_in1k.pth'
+        config = 'mmpretrain::resnet/resnet50_8xb32_in1k.py'
+        return self._once('ckpt_in1k', lambda p: _save_model(
+            p / 'resnet50_in1k.pth', 'mmpretrain', get_config(config).model, config)) / 'resnet50_in1k.pth'
 
-    def kinetics_i3d(self) -> Path:
-        """An mmaction2 Kinetics-400 I3D ResNet-50 recognizer checkpoint (400 classes)."""
-        config = 'mmaction::recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py'
-        return self._once('ckpt_k400', lambda p: _save_upstream_model(
-            p / 'i3d_k400.pth', 'mmaction', config, backbone=dict(pretrained=None))) / 'i3d_k400.pth'
+    def kinetics_recognizer(self, model_cfg: ConfigDict) -> Path:
+        """A Kinetics-400 checkpoint of the recognizer ``model_cfg`` describes, without its blocks (``plugins``)
+        and with a 400-class head: what a UCF-101 config loads with ``load_from``. One per distinct network."""
+        plain = copy.deepcopy(model_cfg.to_dict())
+        plain['backbone'].pop('plugins', None)
+        plain['cls_head']['num_classes'] = 400
+        key = 'ckpt_k400_' + hashlib.md5(repr(sorted(plain.items())).encode()).hexdigest()[:12]
+        return self._once(key, lambda p: _save_model(p / 'k400.pth', 'mmaction', plain, 'plain network')) / 'k400.pth'
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,12 @@
 Each config runs through mmengine's ``Runner`` with its own model, dataset class and pipeline, on a tiny
 dataset written in that dataset's format (``conftest.py``). Only sizes shrink: batch size 2, crops and
 resizes scaled down (224 -> 32), clips of 8 frames; every transform and model type stays the config's.
-The fine-tuning configs load a real upstream checkpoint (ImageNet ResNet-50 for CUB, Kinetics-400 I3D for
-UCF-101), and the test checks the backbone weights came from it. The segmentation configs
-(``configs/cityscapes``, ``configs/seg``) have their own tests in ``tests/seg``.
+The fine-tuning configs load a checkpoint of the upstream network they start from (an ImageNet ResNet-50 for
+CUB; for UCF-101 the config's own recognizer without its blocks and with a 400-class Kinetics head, built by the
+upstream classes), and the test checks the backbone weights came from it. The task bases (``configs/_base_``) are
+parts of configs, not configs. The segmentation configs
+(``configs/cityscapes``, ``configs/seg``) have their own tests in ``tests/seg``, the detection configs
+(``configs/coco``) in ``tests/det``.
 """
 import argparse
 from pathlib import Path
@@ -22,10 +25,11 @@ from snl_mm.analysis.attention import find_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ROOT = REPO / 'configs'
-OWN_TESTS = ('cityscapes', 'seg')  # tested by tests/seg
+OWN_TESTS = ('cityscapes', 'seg', 'coco')  # tested by tests/seg and tests/det
+BASES = '_base_'  # parts that configs inherit, not configs
 ALL_CONFIGS = sorted(
     str(p.relative_to(REPO)) for p in CONFIG_ROOT.rglob('*.py')
-    if p.relative_to(CONFIG_ROOT).parts[0] not in OWN_TESTS)
+    if p.relative_to(CONFIG_ROOT).parts[0] not in OWN_TESTS and BASES not in p.relative_to(CONFIG_ROOT).parts)
 
 #: dataset class named by a config -> kind of tiny dataset (conftest.TinyData)
 KINDS = {
@@ -36,9 +40,13 @@ KINDS = {
     'VideoDataset': 'video',
     'RawframeDataset': 'rawframes',
     'snl_mm.RelationDataset': 'relation',
+    # the other generated tasks of configs/relation: sized by num_samples as well
+    'snl_mm.MajorityDataset': 'relation',
+    'snl_mm.PathfinderDataset': 'relation',
+    'snl_mm.VideoRelationDataset': 'relation',
 }
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-SIZE_KEYS = ('scale', 'crop_size', 'input_size', 'size')
+SIZE_KEYS = ('scale', 'crop_size', 'input_size', 'size', 'scale_range')
 
 
 def kind_of(cfg: Config) -> str:
@@ -50,11 +58,12 @@ def kind_of(cfg: Config) -> str:
 
 
 def shrink_size(value):
-    """224 -> 32, 256 -> 36, 448 -> 64, 600 -> 85; sizes of 32 and less and -1 ("keep ratio") stay."""
+    """224 -> 32, 256 -> 36, 448 -> 64, 600 -> 85, at least 32 (112 -> 32); sizes of 32 and less and -1 ("keep
+    ratio") stay."""
     if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):
         return value
     if isinstance(value, int):
-        return value * 32 // 224 if value > 32 else value
+        return max(32, value * 32 // 224) if value > 32 else value
     return type(value)(shrink_size(v) for v in value)
 
 
@@ -86,26 +95,29 @@ def expected_blocks(cfg: Config) -> Dict[str, int]:
     """``{block type: count}`` the config's plugin entries ask for."""
     counts: Dict[str, int] = {}
     for entry in cfg.model.backbone.get('plugins') or []:
-        stages, blocks = entry['stages'], entry['blocks']
-        if all(isinstance(b, int) for b in blocks):
-            n = sum(stages) * len(blocks)
+        if 'stages' not in entry:  # an entry naming one module: `after` or `replace`
+            n = 1
+        elif all(isinstance(b, int) for b in entry['blocks']):
+            n = sum(entry['stages']) * len(entry['blocks'])
         else:
-            n = sum(len(b) for b in blocks)
+            n = sum(len(b) for b in entry['blocks'])
         counts[entry['cfg']['type']] = counts.get(entry['cfg']['type'], 0) + n
     return counts
 
 
 class CheckPretrained(Hook):
-    """Before the first iteration: every tensor of the checkpoint's backbone is in the model's backbone."""
+    """Before the first iteration: every tensor of the checkpoint's backbone is in the model's backbone, but those of
+    the modules a plugin entry replaced (``replaced``: their paths in the backbone)."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, replaced: List[str]) -> None:
         self.state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+        self.replaced = tuple(f'backbone.{path}.' for path in replaced)
         self.loaded = 0
 
     def before_train(self, runner) -> None:
         model = runner.model.state_dict()
         for key, value in self.state.items():
-            if key.startswith('backbone.'):
+            if key.startswith('backbone.') and not key.startswith(self.replaced):
                 assert key in model, f'{key} of the checkpoint is not a key of the model'
                 torch.testing.assert_close(model[key], value, rtol=0, atol=0, msg=f'{key} was not loaded')
                 self.loaded += 1
@@ -131,6 +143,9 @@ def tiny_config(config: str, tiny_data, work_dir: Path, monkeypatch) -> tuple:
         dataset.indices = 2
         shrink_pipeline(dataset.pipeline)
 
+    backbone = cfg.model.backbone
+    if 'img_size' in backbone:  # transformers: patch grid and position embeddings of the shrunk frames
+        backbone.img_size = shrink_size(backbone.img_size)
     cfg.train_cfg.max_epochs = 1
     cfg.train_cfg.val_interval = 1
     if 'val_begin' in cfg.train_cfg:
@@ -147,7 +162,7 @@ def tiny_config(config: str, tiny_data, work_dir: Path, monkeypatch) -> tuple:
         checkpoint = tiny_data.imagenet_resnet50()
         backbone_init.checkpoint = str(checkpoint)
     if cfg.get('load_from'):
-        checkpoint = tiny_data.kinetics_i3d()
+        checkpoint = tiny_data.kinetics_recognizer(cfg.model)
         cfg.load_from = str(checkpoint)
     return cfg, checkpoint
 
@@ -155,7 +170,8 @@ def tiny_config(config: str, tiny_data, work_dir: Path, monkeypatch) -> tuple:
 def test_every_task_folder_is_walked():
     """The walk sees every task folder; a config whose dataset has no tiny twin fails in the test below."""
     folders = {Path(c).parts[1] for c in ALL_CONFIGS}
-    assert folders == {p.name for p in CONFIG_ROOT.iterdir() if p.is_dir() and p.name not in OWN_TESTS}
+    assert folders == {p.name for p in CONFIG_ROOT.iterdir()
+                       if p.is_dir() and p.name not in OWN_TESTS + (BASES, )}
     assert {'imagenet', 'cub', 'cifar', 'ucf101', 'demo'} <= folders
     assert len(ALL_CONFIGS) >= 70, ALL_CONFIGS
 
@@ -178,7 +194,8 @@ def test_config_trains_and_validates(config, tiny_data, tmp_path, monkeypatch):
     }
     assert all(zero_init.values()), f'a fresh block has no zero-initialised parameter: {zero_init}'
 
-    check = CheckPretrained(checkpoint) if checkpoint else None
+    replaced = [e['replace'] for e in cfg.model.backbone.get('plugins') or [] if 'replace' in e]
+    check = CheckPretrained(checkpoint, replaced) if checkpoint else None
     if check:
         runner.register_hook(check)
     runner.train()

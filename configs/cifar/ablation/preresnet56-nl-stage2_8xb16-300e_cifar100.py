@@ -1,14 +1,6 @@
-# CIFAR-100, PreResNet-56 + a nonlocal block (Wang et al. 2018, embedded Gaussian): the block in the second
-# stage, the paper's Table 3 ("Stage 2"), row "+ NL". Everything else as the main setting (Sec. 3.1).
-_base_ = '../preresnet56_8xb16-300e_cifar100.py'
+# CIFAR-100, PreResNet-56 + a nonlocal block (Wang et al. 2018; embedded Gaussian as the paper's code: no 1 /
+# sqrt(Cs)): the block in the second stage, the paper's Table 3 ("Stage 2"), row "+ NL". The main config
+# (../preresnet56-nl_8xb16-300e_cifar100.py) with one field of its plugin entry changed.
+_base_ = '../preresnet56-nl_8xb16-300e_cifar100.py'
 
-model = dict(
-    backbone=dict(
-        type='snl_mm.PreResNet',
-        plugins=[
-            dict(
-                cfg=dict(type='NLBlock', reduction=2),
-                stages=(False, True, False),  # res2
-                position='after_block',
-                blocks=(1, ))  # after the second residual block
-        ]))
+model = dict(backbone=dict(plugins=[dict(_base_.model.backbone.plugins[0], stages=(False, True, False))]))
