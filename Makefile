@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := requirements/constraints.txt
 TORCH := torch==2.14.1 torchvision==0.29.1
-EXTRAS := tests,video,seg
+EXTRAS := all,tests
 STAMP := $(VENV)/.snl_mm-installed
 TESTS ?= tests
 PYTEST_ARGS ?=

@@ -11,9 +11,10 @@ The package is built in layers, each importing only the ones before it::
     seg, datasets, analysis   the decode head, the generated datasets, the analysis tools' library
 
 ``import snl_mm`` (in a config: ``custom_imports=dict(imports=['snl_mm'])``) registers everything the installed
-packages allow: the blocks in mmengine's root ``MODELS`` and the backbones, heads and datasets in the ``snl_mm``
-scope. It changes nothing in mmengine; the fixes for mmengine's gaps are :mod:`snl_mm.compat`, imported by the
-package's tools and by configs that list it.
+packages allow: the blocks in mmengine's root ``MODELS``, the backbones, heads and datasets in the ``snl_mm``
+scope, ``snl_mm::`` as a config scope (``_base_ = 'snl_mm::demo/...'``), and ``plugins=`` on every backbone config
+(:mod:`snl_mm.plugins.build`). Its fixes for mmengine's gaps are :mod:`snl_mm.compat`, imported by the package's
+tools and by configs that list it.
 """
 from .version import __version__
 from .utils import check_versions, is_installed
@@ -22,6 +23,7 @@ from .utils import check_versions, is_installed
 check_versions()
 
 from . import registry  # noqa: E402,I001
+from . import config_scope  # noqa: E402  (snl_mm:: in configs)
 from . import graph  # noqa: E402
 from . import blocks  # noqa: E402
 from . import plugins  # noqa: E402
@@ -31,4 +33,4 @@ if is_installed('mmpretrain'):  # the generated datasets are mmpretrain datasets
 from . import seg  # noqa: E402
 from . import analysis  # noqa: E402
 
-__all__ = ['__version__', 'registry', 'graph', 'blocks', 'plugins', 'backbones', 'seg', 'analysis']
+__all__ = ['__version__', 'registry', 'config_scope', 'graph', 'blocks', 'plugins', 'backbones', 'seg', 'analysis']

@@ -8,6 +8,9 @@ Examples::
     python tools/test.py configs/demo/preresnet20-snl_relation.py work_dirs/demo/epoch_6.pth
     python tools/test.py CONFIG CKPT --out results.pkl                      # predictions
     python tools/test.py CONFIG CKPT --out metrics.json --out-item metrics  # the metrics
+    python tools/test.py CONFIG CKPT --dump predictions.pkl                 # predictions (as mmaction2's)
+    python tools/test.py CONFIG CKPT --tta                # the config's test-time augmentation (tta_model)
+    python tools/test.py CONFIG CKPT --show-dir vis       # the predictions drawn, one image per sample
     bash tools/dist_test.sh CONFIG CKPT 8
 """
 import argparse
@@ -46,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         'It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" '
         'Note that the quotation marks are necessary and that no white space '
         'is allowed.')
+    parser.add_argument('--dump', help='also write the predictions to this pickle file (.pkl / .pickle)')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test with the config\'s test-time augmentation: its `tta_pipeline` and `tta_model` (mmsegmentation '
+        'configs define both)')
     parser.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision test')
     parser.add_argument('--show-dir', help='directory where the visualization images will be saved')
     parser.add_argument('--show', action='store_true', help='display the prediction results in a window')
@@ -61,6 +70,8 @@ def parse_args() -> argparse.Namespace:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if args.out is None and args.out_item is not None:
         raise ValueError('--out-item needs --out: the file to write to')
+    if args.dump is not None and not args.dump.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--dump writes a pickle: give a .pkl or .pickle file, got {args.dump!r}')
     return args
 
 
@@ -93,6 +104,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         hooks.visualization.interval = args.interval
         hooks.visualization.out_dir = args.show_dir
 
+    if args.tta:
+        if (args.show or args.show_dir is not None) and cfg.get('default_scope') == 'mmpretrain':
+            raise ValueError("--tta with --show/--show-dir: mmpretrain's VisualizationHook draws the batch's "
+                             'input tensors and cannot draw test-time augmented batches (one list of them per '
+                             'augmentation); run the two separately')
+        use_tta(cfg)
+
     loader = cfg.get('test_dataloader', None)
     if loader is not None:
         if cfg.get('default_scope') == 'mmpretrain':
@@ -109,6 +127,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+def use_tta(cfg: Config) -> None:
+    """Test with the config's test-time augmentation: the test data through ``tta_pipeline``, the model wrapped in
+    ``tta_model`` (which merges the augmented predictions), as OpenMMLab's test tools do."""
+    missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+    if missing:
+        raise KeyError(f'--tta: the config defines no {" and no ".join(missing)}; test-time augmentation is the '
+                       "config's: give both (mmsegmentation's configs do, e.g. configs/cityscapes) or test without "
+                       '--tta')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+
+
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
@@ -116,6 +146,8 @@ def main() -> None:
 
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    if args.dump:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.dump))
 
     metrics = runner.test()
 
