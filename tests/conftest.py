@@ -1,7 +1,9 @@
 """Shared pytest set-up for the snl_mm test suite.
 
-``import snl_mm`` happens here, once, so every test runs with the compatibility layer applied and every
-block, backbone and dataset registered, exactly as a config with ``custom_imports=['snl_mm']`` sees them.
+``import snl_mm`` and ``import snl_mm.compat`` happen here, once, so every test runs with every block, backbone
+and dataset registered and the compatibility layer applied, exactly as a config with
+``custom_imports=dict(imports=['snl_mm', 'snl_mm.compat'])`` sees them (``tests/test_core_only.py`` checks,
+in fresh interpreters, that ``import snl_mm`` alone applies nothing).
 Tests that must observe a fresh interpreter (import order, worker processes) start one with
 :func:`subprocess_env`.
 """
@@ -19,6 +21,7 @@ from tests.helpers import keys_under, randomise_norms_
 os.environ.setdefault('MPLBACKEND', 'Agg')
 
 import snl_mm  # noqa: E402
+import snl_mm.compat  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
