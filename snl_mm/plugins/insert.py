@@ -194,7 +194,8 @@ def _inferred_layout(value, p: Placement, shape: Sequence[int]) -> Layout:
         raise ValueError(
             f'{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, whose last two axes do not '
             f'follow the aspect ratio of the input {tuple(shape)}: it is not a map (B, C, *S). Say how the block '
-            "should see it: layout='channels_last' for (B, *S, C), layout=dict(type='tokens', ...) for tokens")
+            "should see it: layout='channels_last' for (B, *S, C), layout=dict(type='tokens', ...) for tokens, "
+            "layout='map' for a map all the same (after an adaptive pooling)")
     raise ValueError(
         f"{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, not a 2-D or 3-D map (B, C, *S) "
         "and the backbone declares no layout there; say how the block should see it: layout='map1d' for "

@@ -17,8 +17,9 @@ from .layouts import probing
 from .sites import declared_probe
 
 #: the image size of the check when nothing else says (what most image backbones are built for). The check tries
-#: a 224 x 168 image first: most backbones take it, and it tells a feature map (B, C, H, W), whose last two axes keep
-#: that ratio, from a square attention map (B, heads, L, L) or a channels-last grid (B, H, W, C).
+#: a 224 x 160 image first (:func:`wide_width`): most backbones take it, and it tells a feature map (B, C, H, W),
+#: whose last two axes keep that ratio, from a square attention map (B, heads, L, L) or a channels-last grid
+#: (B, H, W, C).
 DEFAULT_SPATIAL = (224, 224)
 #: ... and for a video backbone (its first convolution is 3-D): one clip of 8 frames of 64 x 64
 DEFAULT_CLIP = (8, 64, 64)
@@ -41,8 +42,16 @@ def probe_shapes(backbone: nn.Module, shape: Optional[Sequence[int]] = None) -> 
         return [(1, first.in_channels, *DEFAULT_CLIP)]
     height, width = expected_size(backbone)
     channels = input_channels(backbone)
-    wide = (1, channels, height, width * 3 // 4 if width == height else width)
+    wide = (1, channels, height, wide_width(width) if width == height else width)
     return [wide, (1, channels, height, height)]
+
+
+def wide_width(size: int) -> int:
+    """The width of the check's first image for a backbone built for ``size x size`` images: about 5/7 of it, a
+    ratio no common stride or channel count makes look square, rounded down to a multiple of 32 (the largest
+    stride of most backbones) where the image is large enough: 224 -> 160, 64 -> 32."""
+    width = size * 5 // 7
+    return width // 32 * 32 if width >= 32 else max(1, width)
 
 
 def probe_shape(backbone: nn.Module, shape: Optional[Sequence[int]] = None) -> Tuple[int, ...]:

@@ -61,10 +61,10 @@ def _runs(backbone: nn.Module, shape) -> bool:
 
 
 def small_probe(backbone: nn.Module) -> tuple:
-    """The build-time check's input: 64 x 48 instead of the default 224 x 168 where the backbone takes it (a test
+    """The build-time check's input: 64 x 48 instead of the default 224 x 160 where the backbone takes it (a test
     on a 2-core machine), else the first of the check's own inputs the backbone takes."""
     shapes = probe_shapes(backbone)
-    if len(shapes[0]) == 4 and shapes[0][2:] == (224, 168):
+    if len(shapes[0]) == 4 and shapes[0][2:] == (224, 160):
         shapes = [(*shapes[0][:2], 64, 48)] + shapes
     return next((s for s in shapes[:-1] if _runs(backbone, s)), shapes[-1])
 

@@ -1,5 +1,6 @@
 """Every wrong plugin entry stops the build with one message naming the entry, the field and the choices."""
 import pytest
+import torch
 import torch.nn as nn
 
 from snl_mm.backbones import PluginBackbone, PreResNet, ResNet
@@ -125,19 +126,38 @@ def test_channels_come_from_the_build_time_check():
     """No module attribute is read: the block gets the channels the module's output has (3 after a pooling of
     the 3-channel input), and the error of a block that cannot take them names the entry and the place."""
     class Net(nn.Module):
-        def __init__(self):
+        def __init__(self, pool: nn.Module):
             super().__init__()
-            self.pool = nn.AdaptiveAvgPool2d(4)
+            self.pool = pool
 
         def forward(self, x):
             return self.pool(x)
 
     with pytest.raises(ValueError, match=r"plugins\[0\]: field 'cfg' \('SNLBlock'\) cannot be built at the output "
                                          r'of pool with in_channels=3'):
-        insert(Net(), [dict(cfg=SNL, after='pool')])
-    net = Net()
+        insert(Net(nn.AvgPool2d(4)), [dict(cfg=SNL, after='pool')])
+    net = Net(nn.AvgPool2d(4))
     assert insert(net, [dict(cfg=dict(type='SNLBlock', reduction=1), after='pool')]) == ['pool.snl_block']
     assert net.pool.snl_block.in_channels == 3
+
+
+def test_a_map_whose_sides_do_not_follow_the_input_needs_its_layout():
+    """An adaptive pooling's square map cannot be told from a square attention map by its shape: the guess is
+    refused with the layout to declare, and the declared layout builds the block."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(4)
+
+        def forward(self, x):
+            return self.pool(torch.cat([x] * 4, dim=1))
+
+    with pytest.raises(ValueError, match=r"plugins\[0\]: at the output of pool the value is Tensor\(1, 12, 4, 4\), "
+                                         r".*layout='map' for a map all the same"):
+        insert(Net(), [dict(cfg=SNL, after='pool')])
+    net = Net()
+    assert insert(net, [dict(cfg=dict(type='SNLBlock', reduction=1), after='pool', layout='map')]) == ['pool.snl_block']
+    assert net.pool.snl_block.in_channels == 12
 
 
 def test_backbone_without_stages_needs_plugin_backbone():
