@@ -186,7 +186,7 @@ def analyze(model: nn.Module, inputs: Tuple) -> ComplexityReport:
                             unsupported=dict(analyzer.unsupported_ops()))
 
 
-class _TensorForward(nn.Module):
+class TensorForward(nn.Module):
     """``model(inputs, mode='tensor')``: the plain forward of an OpenMMLab model, for tracing."""
 
     def __init__(self, model: nn.Module):
@@ -200,35 +200,86 @@ class _TensorForward(nn.Module):
 def build_model_from_config(config: str, cfg_options: Optional[Dict] = None) -> nn.Module:
     """The model of an OpenMMLab config (its ``default_scope`` and ``custom_imports`` honoured), in eval mode,
     as built (counts do not depend on the weights' values)."""
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('custom_imports'):
-        from mmengine.utils import import_modules_from_strings
-        import_modules_from_strings(**cfg.custom_imports)
-    import snl_mm  # noqa: F401  (compat fixes, block registration)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    return MODELS.build(cfg.model).eval()
+    return _build(config, cfg_options)[1]
 
 
-def analyze_config(config: str, shape: Sequence[int] = (224, 224),
+def _build(config: str, cfg_options: Optional[Dict] = None):
+    from mmengine.registry import MODELS
+
+    from .inputs import load_config
+    cfg = load_config(config, cfg_options)
+    return cfg, MODELS.build(cfg.model).eval()
+
+
+#: the kinds of models :func:`model_input` feeds, by a class in the model's MRO
+KINDS = (('Recognizer3D', 'video3d'), ('Recognizer2D', 'video2d'), ('BaseSegmentor', 'segmentor'))
+
+
+def model_kind(model: nn.Module) -> str:
+    """``'video3d'`` (mmaction2's Recognizer3D), ``'video2d'`` (Recognizer2D: TSN, TSM...), ``'segmentor'``
+    (mmsegmentation) or ``'image'`` (classifiers and anything else taking ``(B, 3, H, W)``)."""
+    names = {cls.__name__ for cls in type(model).__mro__}
+    return next((kind for cls, kind in KINDS if cls in names), 'image')
+
+
+def clip_frames(cfg, model: nn.Module) -> int:
+    """Frames of one clip of a video recogniser: its backbone's ``num_segments`` (TSM and kin), else the test
+    pipeline's ``SampleFrames`` (``clip_len`` for 3D recognisers, ``clip_len * num_clips`` segments for 2D ones),
+    else 8."""
+    segments = getattr(getattr(model, 'backbone', None), 'num_segments', None)
+    if segments:
+        return int(segments)
+    for loader in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
+        for transform in ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []:
+            if transform.get('type') in ('SampleFrames', 'UntrimmedSampleFrames', 'DenseSampleFrames'):
+                clip_len = int(transform.get('clip_len', 1))
+                return clip_len * int(transform.get('num_clips', 1)) if model_kind(model) == 'video2d' else clip_len
+    return 8
+
+
+def model_input(model: nn.Module, cfg, shape: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """One input of the model's kind (:func:`model_kind`) for ``model(inputs, mode='tensor')``.
+
+    Args:
+        model (nn.Module): the model.
+        cfg: its config (frames of a clip, a segmentor's ``crop_size``).
+        shape (sequence[int], optional): ``(H, W)``, or ``(T, H, W)`` for a video recogniser (``T`` frames; 2D
+            recognisers: segments). Default: 224 x 224 (a segmentor: the config's ``crop_size``, else 512 x 1024);
+            ``T`` from :func:`clip_frames`.
+
+    Returns:
+        Tensor: ``(1, 3, H, W)``; a 2D recogniser ``(1, T, 3, H, W)``; a 3D recogniser ``(1, 1, 3, T, H, W)``.
+    """
+    kind = model_kind(model)
+    if shape is not None and (len(shape) not in (2, 3) or min(shape) < 1):
+        raise ValueError(f'shape must be (H, W) or (T, H, W), got {tuple(shape)}')
+    if shape is not None and len(shape) == 3 and kind not in ('video2d', 'video3d'):
+        raise ValueError(f'shape {tuple(shape)} has frames, but the model is a {kind} model: give (H, W)')
+    if shape is None:
+        shape = tuple(cfg.get('crop_size', (512, 1024))) if kind == 'segmentor' else (224, 224)
+    frames, size = (shape[0], tuple(shape[1:])) if len(shape) == 3 else (clip_frames(cfg, model), tuple(shape))
+    if kind == 'video3d':
+        return torch.randn(1, 1, 3, frames, *size)
+    if kind == 'video2d':
+        return torch.randn(1, frames, 3, *size)
+    return torch.randn(1, 3, *size)
+
+
+def analyze_config(config: str, shape: Optional[Sequence[int]] = None,
                    cfg_options: Optional[Dict] = None) -> ComplexityReport:
-    """:func:`analyze` the model of ``config`` on one input of spatial ``shape``.
+    """:func:`analyze` the model of ``config`` on one input (:func:`model_input`): an image, one clip of a video
+    recogniser (2D or 3D), or one image of a segmentor.
 
     Args:
         config (str): path of the config.
-        shape (sequence[int]): ``(H, W)`` for image models, ``(T, H, W)`` for video recognisers (one clip).
+        shape (sequence[int], optional): ``(H, W)``, or ``(T, H, W)`` for video recognisers; see
+            :func:`model_input` for the defaults.
         cfg_options (dict, optional): overrides merged into the config.
     """
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f'shape must be (H, W) or (T, H, W), got {tuple(shape)}')
-    model = build_model_from_config(config, cfg_options)
-    # images (1, 3, H, W); a video recogniser takes (batch, clips, 3, T, H, W)
-    inputs = torch.randn(1, 3, *shape) if len(shape) == 2 else torch.randn(1, 1, 3, *shape)
+    cfg, model = _build(config, cfg_options)
+    inputs = model_input(model, cfg, shape)
     with torch.no_grad():
-        return analyze(_TensorForward(model), (inputs, ))
+        return analyze(TensorForward(model), (inputs, ))
 
 
 def paper_figure(value: float) -> float:
