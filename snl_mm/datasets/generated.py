@@ -123,6 +123,33 @@ def paint(rng: np.random.Generator, image: np.ndarray, corner: Tuple[int, int], 
     return row + size // 2, col + size // 2
 
 
+def draw_coloured_objects(rng: np.random.Generator, dataset: Any, num_objects: int,
+                          colors_of: Callable[[np.random.Generator, int], Sequence[int]]) -> List[Dict]:
+    """The samples of a task whose label is a relation between the colours of ``num_objects`` objects.
+
+    One image per label of :func:`balanced_labels`: a noisy canvas of ``dataset.img_size``, the objects (random
+    shapes of ``dataset.object_size``) at least ``dataset.min_distance`` apart, their colours (indices into
+    :data:`PALETTE`) chosen by ``colors_of(rng, label)``. The stream is drawn in one order, sample by sample:
+    canvas, corners, colours, then each object's shape and noise.
+
+    Returns:
+        list[dict]: ``img`` (uint8 ``(H, W, 3)``), ``gt_label``, ``centers`` (``(row, col)`` per object) and
+        ``colors`` (palette index per object).
+    """
+    size, obj = dataset.img_size, dataset.object_size
+    masks = [shape_mask(s, obj) for s in SHAPES]
+    palette = np.asarray(PALETTE[:dataset.num_colors], dtype=np.float32)
+    data_list = []
+    for label in balanced_labels(rng, dataset.num_samples):
+        img = noisy_canvas(rng, (size, size, 3), dataset.background, dataset.noise_std)
+        corners = far_apart_corners(rng, num_objects, size - obj + 1, dataset.min_distance, type(dataset).__name__)
+        colors = [int(c) for c in colors_of(rng, int(label))]
+        centers = [paint(rng, img, corner, masks[rng.integers(len(SHAPES))], palette[c], dataset.noise_std)
+                   for corner, c in zip(corners, colors)]
+        data_list.append(dict(img=to_uint8(img), gt_label=int(label), centers=centers, colors=colors))
+    return data_list
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A float image as the ``uint8`` pixels a pipeline receives."""
     return np.clip(image, 0, 255).round().astype(np.uint8)

@@ -14,8 +14,8 @@ from mmpretrain.datasets import BaseDataset
 
 from snl_mm.registry import DATASETS
 from snl_mm.utils import is_int
-from .generated import (PALETTE, SHAPES, GeneratedSamples, balanced_labels, check_common, check_num_colors,
-                        check_object_size, far_apart_corners, noisy_canvas, paint, shape_mask, split_rng, to_uint8)
+from .generated import (GeneratedSamples, check_common, check_num_colors, check_object_size, draw_coloured_objects,
+                        split_rng)
 
 #: this task's random stream (see :func:`~snl_mm.datasets.generated.split_rng`)
 TASK_ID = 2
@@ -100,21 +100,9 @@ class MajorityDataset(GeneratedSamples, BaseDataset):
 
     def _generate(self) -> List[Dict]:
         """Generate the images and labels of this split."""
-        rng = split_rng(self.seed, self.split, TASK_ID)
-        size, obj = self.img_size, self.object_size
-        masks = [shape_mask(s, obj) for s in SHAPES]
-        palette = np.asarray(PALETTE[:self.num_colors], dtype=np.float32)
-        data_list = []
-        for label in balanced_labels(rng, self.num_samples):
-            img = noisy_canvas(rng, (size, size, 3), self.background, self.noise_std)
-            corners = far_apart_corners(rng, self.num_objects, size - obj + 1, self.min_distance,
-                                        type(self).__name__)
-            colors = majority_colors(rng, int(label), self.num_objects, self.num_colors)
-            centers = [paint(rng, img, corner, masks[rng.integers(len(SHAPES))], palette[c], self.noise_std)
-                       for corner, c in zip(corners, colors)]
-            data_list.append(dict(img=to_uint8(img), gt_label=int(label), centers=centers,
-                                  colors=[int(c) for c in colors]))
-        return data_list
+        return draw_coloured_objects(
+            split_rng(self.seed, self.split, TASK_ID), self, self.num_objects,
+            lambda rng, label: majority_colors(rng, label, self.num_objects, self.num_colors))
 
     def extra_repr(self) -> List[str]:
         """Extra lines of ``repr(dataset)``."""

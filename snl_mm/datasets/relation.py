@@ -6,14 +6,14 @@ objects are further apart than the receptive field of the early layers of a smal
 must bring information from one object to the other: what a nonlocal block does in one step and a
 stack of local convolutions can only do once it is deep enough to see both objects.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from mmpretrain.datasets import BaseDataset
 
 from snl_mm.registry import DATASETS
-from .generated import (PALETTE, SHAPES, GeneratedSamples, balanced_labels, check_common, check_num_colors,
-                        check_object_size, far_apart_corners, noisy_canvas, paint, shape_mask, split_rng, to_uint8)
+from .generated import (GeneratedSamples, check_common, check_num_colors, check_object_size, draw_coloured_objects,
+                        split_rng)
 
 
 @DATASETS.register_module()
@@ -22,8 +22,9 @@ class RelationDataset(GeneratedSamples, BaseDataset):
 
     Images are generated in memory, deterministically from ``seed`` and ``split`` (each split draws
     from its own random stream). The classes are balanced. Each sample is a dict with ``img`` (``uint8``
-    array of shape ``(img_size, img_size, 3)``, RGB), ``gt_label`` and ``centers`` (the ``(row, col)``
-    centre of each object, used to pick query positions for attention maps), and goes through mmpretrain's
+    array of shape ``(img_size, img_size, 3)``, RGB), ``gt_label``, ``centers`` (the ``(row, col)``
+    centre of each object, used to pick query positions for attention maps) and ``colors`` (their palette
+    indices), and goes through mmpretrain's
     pipelines like the in-memory CIFAR datasets (``dict(type='PackInputs')`` is enough).
 
     Args:
@@ -78,20 +79,13 @@ class RelationDataset(GeneratedSamples, BaseDataset):
 
     def _generate(self) -> List[Dict]:
         """Generate the images and labels of this split."""
-        rng = split_rng(self.seed, self.split)
-        size, obj = self.img_size, self.object_size
-        masks = [shape_mask(s, obj) for s in SHAPES]
-        palette = np.asarray(PALETTE[:self.num_colors], dtype=np.float32)
-        data_list = []
-        for label in balanced_labels(rng, self.num_samples):
-            img = noisy_canvas(rng, (size, size, 3), self.background, self.noise_std)
-            corners = far_apart_corners(rng, 2, size - obj + 1, self.min_distance, type(self).__name__)
-            first = rng.integers(self.num_colors)
-            second = first if label else (first + rng.integers(1, self.num_colors)) % self.num_colors
-            centers = [paint(rng, img, corner, masks[rng.integers(len(SHAPES))], palette[color], self.noise_std)
-                       for corner, color in zip(corners, (first, second))]
-            data_list.append(dict(img=to_uint8(img), gt_label=int(label), centers=centers))
-        return data_list
+        return draw_coloured_objects(split_rng(self.seed, self.split), self, 2, self._colors)
+
+    def _colors(self, rng: np.random.Generator, same: int) -> Tuple[int, int]:
+        """The colours of the two objects: one colour, or two different ones."""
+        first = rng.integers(self.num_colors)
+        second = first if same else (first + rng.integers(1, self.num_colors)) % self.num_colors
+        return first, second
 
     def extra_repr(self) -> List[str]:
         """Extra lines of ``repr(dataset)``."""
