@@ -1,18 +1,20 @@
-"""The six nonlocal blocks (and the configurable graph block), registered in mmengine's root MODELS, and the
-catalogue that says which modules they are."""
+"""The nonlocal blocks, registered in mmengine's root MODELS: the six of the paper, the configurable graph block,
+the rest of the family (GC, DNL, ANN, DANet, EMA, ISA, linear attention), and the catalogue that says which
+modules they are."""
 from .a2 import A2Block
 from .base import NonlocalBase
-from .catalogue import (BLOCK_NAMES, find_blocks, format_spectral_table, is_nonlocal_block, registered_blocks,
-                        spectral_table)
+from .catalogue import (ALL_BLOCK_NAMES, BLOCK_NAMES, FAMILY_NAMES, find_blocks, format_spectral_table,
+                        is_nonlocal_block, registered_blocks, spectral_table)
 from .cc import CCBlock
 from .cgnl import CGNLBlock
 from .graph_block import GraphNonlocalBlock
 from .nl import NLBlock
 from .ns import NSBlock
 from .snl import SNLBlock
+# the family (each module registers its blocks)
 
 __all__ = [
     'NonlocalBase', 'GraphNonlocalBlock', 'NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock',
-    'BLOCK_NAMES', 'registered_blocks', 'is_nonlocal_block', 'find_blocks', 'spectral_table',
-    'format_spectral_table'
+    'BLOCK_NAMES', 'FAMILY_NAMES', 'ALL_BLOCK_NAMES', 'registered_blocks', 'is_nonlocal_block', 'find_blocks',
+    'spectral_table', 'format_spectral_table'
 ]

@@ -4,12 +4,15 @@ Every place that needs it (the segmentation head, the insertion mechanism's mess
 attention-map and spectrum tools, the tests) asks here:
 
 * :data:`BLOCK_NAMES`: the six blocks of the paper, by registered name;
+* :data:`FAMILY_NAMES`: the rest of the nonlocal family that OpenMMLab users pick next to them (GC, DNL, ANN's
+  APNB and AFNB, DANet's PAM and CAM, EMA, ISA, linear attention), each a point of the same space;
+* :data:`ALL_BLOCK_NAMES`: both, in that order;
 * :func:`registered_blocks`: every block class registered in mmengine's root ``MODELS`` (the six and
   :class:`~snl_mm.blocks.GraphNonlocalBlock`, and any user subclass of :class:`~snl_mm.blocks.NonlocalBase`);
 * :func:`is_nonlocal_block`: whether a module is one of them;
 * :func:`spectral_table`: the paper's Table 1, read off the blocks' declarations.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -18,6 +21,13 @@ from .base import NonlocalBase
 
 #: the six blocks of the paper, in the order of its tables.
 BLOCK_NAMES: Tuple[str, ...] = ('NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock')
+
+#: the rest of the family, in the order of mmsegmentation's Cityscapes table, then linear attention.
+FAMILY_NAMES: Tuple[str, ...] = ('DNLBlock', 'PAMBlock', 'CAMBlock', 'GCBlock', 'APNBBlock', 'AFNBBlock',
+                                 'ISABlock', 'EMABlock', 'LinearAttentionBlock')
+
+#: every named block of the package: the paper's six, then the family.
+ALL_BLOCK_NAMES: Tuple[str, ...] = BLOCK_NAMES + FAMILY_NAMES
 
 
 def registered_blocks() -> Dict[str, type]:
@@ -44,11 +54,12 @@ def find_blocks(model: nn.Module) -> Dict[str, NonlocalBase]:
 TABLE1_COLUMNS: Tuple[str, ...] = ('vertices', 'edges', 'affinity', 'node_feature', 'filter')
 
 
-def spectral_table(in_channels: int = 8) -> List[Dict[str, str]]:
-    """The paper's Table 1 as the code declares it: one row per block of :data:`BLOCK_NAMES`, each built with its
-    defaults at ``in_channels`` and asked for :meth:`~NonlocalBase.spectral_form`."""
+def spectral_table(in_channels: int = 8, names: Sequence[str] = BLOCK_NAMES) -> List[Dict[str, str]]:
+    """The paper's Table 1 as the code declares it: one row per block of ``names`` (the paper's six by default,
+    :data:`ALL_BLOCK_NAMES` for the family too), each built with its defaults at ``in_channels`` and asked for
+    :meth:`~NonlocalBase.spectral_form`."""
     rows = []
-    for name in BLOCK_NAMES:
+    for name in names:
         block = ROOT_MODELS.build(dict(type=name, in_channels=in_channels))
         rows.append(dict(block=name, **block.spectral_form()))
     return rows
@@ -63,4 +74,4 @@ def format_spectral_table(rows: List[Dict[str, str]]) -> str:
 
 
 if __name__ == '__main__':
-    print(format_spectral_table(spectral_table()))
+    print(format_spectral_table(spectral_table(names=ALL_BLOCK_NAMES)))
