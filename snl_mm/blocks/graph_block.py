@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import torch.nn as nn
 from torch import Tensor
 
-from snl_mm.graph import Affinity, FilterSpec, GraphOperator
+from snl_mm.graph import AFFINITIES, FilterSpec, GraphOperator, build_affinity
 from snl_mm.registry import ROOT_MODELS
 from snl_mm.utils import check_int
 from .base import FilterWeight, NonlocalBase
@@ -34,8 +34,9 @@ class GraphNonlocalBlock(NonlocalBase):
         in_channels (int): channels ``C`` of the input ``(B, C, *S)``.
         reduction (int): ``Cs = C // reduction``. Default: 2.
         inner_channels (int, optional): ``Cs`` directly.
-        affinity (dict): arguments of :class:`snl_mm.graph.Affinity` (``kernel``, ``symmetrize``,
-            ``normalize``, ``scale``, ``path``).
+        affinity (dict): the affinity's config (:func:`snl_mm.graph.build_affinity`): the arguments of
+            :class:`snl_mm.graph.Affinity` (``kernel``, ``symmetrize``, ``normalize``, ``scale``, ``path``), or a
+            ``type`` of :data:`snl_mm.graph.AFFINITIES` with that class's arguments.
         graph_filter (dict): arguments of :class:`snl_mm.graph.FilterSpec` (``order``, ``terms``,
             ``shared_coefficients``).
         num_units (int): filter units applied one after the other, all on the one affinity computed from the
@@ -73,13 +74,16 @@ class GraphNonlocalBlock(NonlocalBase):
                             f'{graph_filter!r}')
         check_int(num_units, 'num_units', name)
         try:
-            self.graph = Affinity(**affinity)
+            self.graph = build_affinity(affinity)
             self.filter_spec = FilterSpec(**graph_filter)
         except TypeError as err:  # an unknown key: name the valid ones
-            raise TypeError(f'{name}: {err}; affinity takes kernel, symmetrize, normalize, scale, path '
-                            'and graph_filter takes order, terms, shared_coefficients') from err
-        except ValueError as err:
-            raise ValueError(f'{name}: {err}') from err
+            kind = affinity.get('type', 'kernel')
+            takes = 'affinity takes kernel, symmetrize, normalize, scale, path' if kind == 'kernel' else \
+                f'affinity type {kind!r} takes the arguments of {AFFINITIES[kind].__name__}'
+            raise TypeError(f'{name}: {err}; {takes} and graph_filter takes order, terms, '
+                            'shared_coefficients') from err
+        except (KeyError, ValueError) as err:
+            raise type(err)(f'{name}: {err.args[0] if err.args else err}') from err
         self.num_units = num_units
         cs = self.inner_channels
         self.theta = self.pointwise(in_channels, cs, bias)
@@ -115,7 +119,7 @@ class GraphNonlocalBlock(NonlocalBase):
     def graph_operator(self, x: Tensor) -> GraphOperator:
         """The affinity of input ``x`` as a :class:`~snl_mm.graph.affinity.GraphOperator`."""
         xf = flatten_map(x)
-        return self.graph(to_tokens(self.theta(xf)), to_tokens(self.phi(xf)))
+        return self.graph(to_tokens(self.theta(xf)), to_tokens(self.phi(xf)), x.shape[2:])
 
     def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
         return to_tokens(unit.g(flatten_map(x)))

@@ -16,12 +16,19 @@ kernel            symmetrize   normalize           how ``A @ Z`` is computed
 ================  ===========  ==================  ====================================================
 
 Tensors are in token layout: ``q``, ``k`` of shape ``(B, N, c)``, signals ``z`` of shape ``(B, N, c_z)``.
+
+Every affinity of the package, this kernel-configured one and the structured ones of the rest of the family
+(whitened, rank one, pooled anchors, expectation-maximisation bases, ...), follows one protocol: built from a
+config by :func:`build_affinity` (its ``type`` names a class of :data:`AFFINITIES`, ``'kernel'`` by default), it is
+called as ``affinity(q, k, spatial)`` with the key map's spatial shape ``S`` (for affinities that pool it) and
+returns a :class:`GraphOperator`; it has a ``notation`` (its column of Table 1). An affinity with state of its own
+(a buffer, a parameter) is an ``nn.Module``, so that the block holding it carries that state in its state dict.
 All normalisations run in float32 (also under autocast), the products in the compute dtype
 (:mod:`snl_mm.graph.precision`), and a position of zero degree gets a zero row in ``A`` instead of a NaN. The
 operators live in :mod:`~snl_mm.graph.operator`, :mod:`~snl_mm.graph.softmax` and :mod:`~snl_mm.graph.low_rank`.
 """
 import math
-from typing import Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +44,38 @@ from .softmax import SoftmaxOperator
 KERNELS = ('exp_dot', 'dot', 'relu_dot')
 NORMALIZATIONS = ('none', 'size', 'random_walk', 'symmetric')
 
-__all__ = ['KERNELS', 'NORMALIZATIONS', 'Affinity', 'GraphOperator', 'DenseOperator', 'SoftmaxOperator',
-           'LowRankOperator', 'dense_exp_matrix', 'inverse_power']
+__all__ = ['KERNELS', 'NORMALIZATIONS', 'AFFINITIES', 'register_affinity', 'build_affinity', 'Affinity',
+           'GraphOperator', 'DenseOperator', 'SoftmaxOperator', 'LowRankOperator', 'dense_exp_matrix',
+           'inverse_power']
+
+#: affinity classes by config ``type``: ``'kernel'`` (:class:`Affinity`) and the structured ones that register
+#: themselves with :func:`register_affinity` when :mod:`snl_mm.graph` is imported
+AFFINITIES: Dict[str, type] = {}
+
+
+def register_affinity(name: str) -> Callable[[type], type]:
+    """Class decorator: make an affinity class buildable as ``dict(type=name, ...)``."""
+
+    def register(cls: type) -> type:
+        if name in AFFINITIES and AFFINITIES[name] is not cls:
+            raise KeyError(f'affinity type {name!r} is registered already ({AFFINITIES[name].__name__})')
+        AFFINITIES[name] = cls
+        return cls
+
+    return register
+
+
+def build_affinity(cfg: Dict[str, Any]):
+    """The affinity a config describes: ``dict(type=..., **arguments)``, ``type`` one of :data:`AFFINITIES`
+    (``'kernel'``, :class:`Affinity`, when left out). Raises ``KeyError`` naming the valid types, and the class's
+    own ``TypeError`` / ``ValueError`` for its arguments."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f'an affinity config must be a dict, got {cfg!r}')
+    cfg = dict(cfg)
+    kind = cfg.pop('type', 'kernel')
+    if kind not in AFFINITIES:
+        raise KeyError(f'affinity type must be one of {tuple(AFFINITIES)}, got {kind!r}')
+    return AFFINITIES[kind](**cfg)
 
 
 @torch.fx.wrap
@@ -64,6 +101,7 @@ def dense_exp_matrix(q: Tensor, k: Tensor, scale: Union[float, str], symmetrize:
         return torch.exp(log_m - 0.5 * log_d - 0.5 * log_d.transpose(1, 2))
 
 
+@register_affinity('kernel')
 class Affinity:
     """A configurable affinity ``A(q, k)``: kernel, symmetrisation, normalisation.
 
@@ -130,9 +168,10 @@ class Affinity:
             raise ValueError('a symmetrised affinity needs as many queries as keys, got '
                              f'{q.shape[1]} and {k.shape[1]}')
 
-    def __call__(self, q: Tensor, k: Tensor) -> GraphOperator:
+    def __call__(self, q: Tensor, k: Tensor, spatial: Optional[Sequence[int]] = None) -> GraphOperator:
         """The graph operator of queries ``q`` ``(B, N_q, c)`` and keys ``k`` ``(B, N_k, c)`` (shapes are
-        checked except while ``torch.fx`` traces symbolically, when they are not known)."""
+        checked except while ``torch.fx`` traces symbolically, when they are not known); ``spatial``, the key
+        map's shape, is not needed by a kernel."""
         if not is_fx_symbolic_tracing():
             self._check(q, k)
         if self.kernel == 'exp_dot':
