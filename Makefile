@@ -1,7 +1,9 @@
 # The README's two commands, each from a fresh clone:
 #
 #   make test   create/reuse .venv, install snl-mm and its pinned dependencies, build (or reuse the cached)
-#               compiled mmcv with tools/build_mmcv.sh, run the test suite
+#               compiled mmcv with tools/build_mmcv.sh, run the test suite (both tiers; what CI runs)
+#   make test-fast   the same set-up, then the unit tier only (pytest -m "not slow"; tests/conftest.py assigns
+#               the integration tier): the edit loop
 #   make demo   create/reuse .venv, install, run the demo job (tools/demo.sh); mmcv-lite is enough
 #
 # The installation runs once: it is recorded by a stamp file that depends on the packaging files, so a
@@ -24,11 +26,15 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo install mmcv clean-venv
+.PHONY: test test-fast demo install mmcv clean-venv
 
 test: $(STAMP)
 	bash tools/build_mmcv.sh $(PY)
 	$(PY) -m pytest $(TESTS) -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	bash tools/build_mmcv.sh $(PY)
+	$(PY) -m pytest $(TESTS) -p no:cacheprovider -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" bash tools/demo.sh

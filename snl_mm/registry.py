@@ -10,7 +10,6 @@
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import RUNNERS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry, init_default_scope
 
 #: mmengine's root model registry: the blocks live here.
@@ -18,15 +17,11 @@ ROOT_MODELS = MMENGINE_MODELS
 
 #: models of the ``snl_mm`` scope (plugin backbones, decode heads).
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='snl_mm',
-                  locations=['snl_mm.plugins', 'snl_mm.seg'])
+                  locations=['snl_mm.backbones', 'snl_mm.seg'])
 
 #: datasets of the ``snl_mm`` scope (the generated demo dataset).
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='snl_mm',
                     locations=['snl_mm.datasets'])
-
-#: data transforms of the ``snl_mm`` scope.
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope='snl_mm',
-                      locations=['snl_mm.datasets'])
 
 
 def build_runner(cfg):

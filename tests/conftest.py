@@ -6,6 +6,10 @@ and dataset registered and the compatibility layer applied, exactly as a config 
 in fresh interpreters, that ``import snl_mm`` alone applies nothing).
 Tests that must observe a fresh interpreter (import order, worker processes) start one with
 :func:`subprocess_env`.
+
+Two tiers: the unit tier, and the integration tier (marker ``slow``, assigned here by :data:`SLOW_PATHS` and
+:data:`SLOW_FIXTURES` so that test files need not mark themselves; a test may also carry ``@pytest.mark.slow``).
+``make test-fast`` runs the unit tier (``-m "not slow"``) for the edit loop; ``make test`` (CI) runs both.
 """
 import os
 import socket
@@ -24,6 +28,32 @@ import snl_mm  # noqa: E402
 import snl_mm.compat  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: the integration tier by place (a test id's start: a folder, a file, a test): Runners that train and evaluate
+#: configs, launched tools and processes, whole backbones and detectors of the toolboxes (every backbone of the
+#: matrix), models traced and exported, wheels and compiled builds, and the sweeps of every block over dtypes and
+#: inputs (the unit tier keeps each block's shape, identity, independence and autocast checks)
+SLOW_PATHS = (
+    'tests/configs/', 'tests/tools/', 'tests/packaging/', 'tests/det/', 'tests/deploy/', 'tests/analysis/', 'tests/seg/',
+    'tests/backbones/', 'tests/plugins/test_traceable.py', 'tests/plugins/test_plugin_training.py',
+    'tests/plugins/test_exactly_once.py', 'tests/compat/test_crash_resume.py', 'tests/compat/test_exact_resume.py',
+    'tests/compat/test_resume_fallback.py', 'tests/compat/test_dist.py', 'tests/compat/test_runner_alone.py',
+    'tests/compat/test_checkpoint.py', 'tests/blocks/test_every_block.py::test_finite_output',
+    'tests/blocks/test_precision_matrix.py::test_precision_matrix',
+)
+#: ... and by what a test uses: a fresh interpreter, a rendezvous port
+SLOW_FIXTURES = {'subprocess_env', 'python', 'free_port'}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line('markers', 'slow: the integration tier (make test runs it, make test-fast does not)')
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        where = Path(str(item.fspath)).resolve().relative_to(REPO_ROOT).as_posix() + '::' + item.name
+        if where.startswith(SLOW_PATHS) or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config) -> List[str]:

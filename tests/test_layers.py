@@ -1,5 +1,7 @@
 """The package's layers import in one direction only (README, "How the package is built"): each module imports
-only from its own layer and the ones before it, and the core imports no toolbox."""
+only from its own layer and the ones before it, the core imports no toolbox, and nothing in the package imports
+the opt-in fixes of :mod:`snl_mm.compat` (the tools and configs do); ``compat`` itself builds on the bottom layers
+and on the table of :mod:`snl_mm.patches` only."""
 import ast
 from pathlib import Path
 
@@ -7,8 +9,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'snl_mm'
 #: the layers in order; a module of a layer may import the layers before it and its own
-LAYERS = ['utils', 'graph', 'registry', 'config_scope', 'blocks', 'plugins', 'backbones', 'compat', 'seg', 'datasets',
-          'analysis']
+LAYERS = ['utils', 'graph', 'registry', 'config_scope', 'patches', 'blocks', 'plugins', 'backbones', 'seg',
+          'datasets', 'analysis']
+#: the opt-in fixes, beside the chain: what they may import
+COMPAT = {'utils', 'registry', 'config_scope', 'patches', 'compat'}
 #: what each layer may import from outside the package, beyond the standard library and numpy
 THIRD_PARTY = {
     'utils': {'packaging'},
@@ -45,13 +49,17 @@ def _imports(path: Path):
             yield parts[0], (parts[1] if parts[0] == 'snl_mm' and len(parts) > 1 else None)
 
 
-MODULES = sorted(p for p in PACKAGE.rglob('*.py') if _layer(p) in LAYERS)
+MODULES = sorted(p for p in PACKAGE.rglob('*.py') if _layer(p) in LAYERS + ['compat'])
+
+
+def test_every_module_has_a_layer():
+    assert {_layer(p) for p in PACKAGE.rglob('*.py')} - set(LAYERS) == {'compat', '__init__', 'version'}
 
 
 @pytest.mark.parametrize('path', MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
 def test_imports_go_one_way(path):
     layer = _layer(path)
-    allowed = set(LAYERS[:LAYERS.index(layer) + 1])
+    allowed = COMPAT if layer == 'compat' else set(LAYERS[:LAYERS.index(layer) + 1])
     for top, inner in _imports(path):
         if top == 'snl_mm' and inner is not None:
             assert inner in allowed or inner in ('version', ), f'{path.name} ({layer}) imports snl_mm.{inner}'

@@ -243,7 +243,6 @@ def run_variant(spec: Dict[str, Any]) -> List[Dict[str, Any]]:
     import torch
     if spec.get('threads'):
         torch.set_num_threads(spec['threads'])
-    import snl_mm.compat  # noqa: F401  (the fixes of mmengine's gaps, as the tools apply them)
     records = []
     for index, seed in enumerate(spec['seeds']):
         record = train_one(spec, seed, cost=index == 0)

@@ -11,7 +11,7 @@ module            needs           gives
 :mod:`.mmpretrain` mmpretrain     ``snl_mm.ResNet`` & co.; positions, ViT and Swin layouts
 :mod:`.mmaction`  mmaction2       ``snl_mm.ResNet3d``; positions, video layouts, TimeSformer, SlowFast
 :mod:`.mmseg`     mmsegmentation  SegFormer's token layout; UNet's unimplemented ``plugins``
-:mod:`.mmdet`     mmdet / mmseg   checks of the entries of their own ``plugins=``
+:mod:`.mmdet`     mmdet / mmseg   their ResNets' own ``plugins=`` beside the package's fields
 ================  ==============  ===================================================================
 
 A registered name whose toolbox is missing still resolves: building it raises one ImportError naming the extra

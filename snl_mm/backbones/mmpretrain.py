@@ -1,19 +1,10 @@
 """mmpretrain's backbones: what the insertion mechanism needs to know about them, and the ResNet family with a
 ``plugins=`` argument of its own (``snl_mm.ResNet``, ``ResNetV1c``, ``ResNetV1d``, ``ResNeXt``, ``ResNet_CIFAR``:
-mmpretrain's classes unchanged plus :class:`~snl_mm.plugins.PluginsMixin`; every checkpoint of the plain backbone
-loads with only the blocks' keys missing).
+thin aliases of mmpretrain's classes, the same as those classes with ``plugins`` in a config; every checkpoint of
+the plain backbone loads with only the blocks' keys missing).
 
-Positions offered by mmpretrain's residual blocks (``after_convK``: after conv K and the norm/activation that
-follow it, as mmdetection's ``ResNet(plugins=...)``):
-
-=============  ==========================  ====================================
-position       ``Bottleneck`` (ResNet-50+) ``BasicBlock`` (ResNet-18/34)
-=============  ==========================  ====================================
-after_conv1    input of ``conv2``          input of ``conv2``
-after_conv2    input of ``conv3``          input of ``drop_path`` (after norm2)
-after_conv3    input of ``drop_path``      --
-after_block    output of the block         output of the block
-=============  ==========================  ====================================
+Positions of mmpretrain's residual blocks: ``after_convK`` is after conv K and the norm/activation that follow it,
+as mmdetection's ``ResNet(plugins=...)`` (``docs/plugins.md`` tabulates them); ``after_block`` the block's output.
 
 Transformers: a ViT's layers (``layers.i``) and their attention (``layers.i.attn``, whose caller adds its input)
 see tokens ``(B, L, C)`` with ``num_extra_tokens`` leading tokens and the patch grid of ``patch_embed``; a Swin's
@@ -38,10 +29,10 @@ from mmpretrain.models.backbones.vgg import VGG
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
 from mmpretrain.models.utils import MultiheadAttention, ShiftWindowMSA
 
-from snl_mm.plugins import (Capture, Site, TokensLayout, register_layout, register_probe, register_replaceable,
-                            register_sites)
+from snl_mm.plugins import (Capture, Site, TokensLayout, plugin_class, register_layout, register_probe,
+                            register_replaceable, register_sites)
 from snl_mm.plugins.probe import input_channels
-from snl_mm.plugins.mixin import plugin_class
+from snl_mm.plugins.sites import lookup
 from snl_mm.registry import MODELS
 
 
@@ -60,28 +51,19 @@ def bottleneck_sites(block: nn.Module) -> Dict[str, Site]:
             'after_conv3': Site('drop_path', 'pre'), 'after_block': Site('', 'post')}
 
 
-@register_layout(VisionTransformer, BEiTViT)
-def vit_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
-    """Tokens of the encoder layers: ``num_extra_tokens`` (class, distillation), then the patch grid."""
-    if not path.startswith('layers.'):
+#: transformers whose layers see tokens: (path prefix of the layers, the module returning the patch grid second)
+_TOKEN_LAYERS = {VisionTransformer: ('layers.', 'patch_embed'), BEiTViT: ('layers.', 'patch_embed'),
+                 T2T_ViT: ('encoder.', 'tokens_to_token'), MlpMixer: ('layers.', 'patch_embed')}
+
+
+@register_layout(*_TOKEN_LAYERS)
+def tokens_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
+    """Tokens of the encoder layers: ``num_extra_tokens`` (class, distillation; none in MLP-Mixer), then the patch
+    grid the patch embedding returns."""
+    prefix, grid = lookup(_TOKEN_LAYERS, type(backbone))
+    if not path.startswith(prefix):
         return None
-    return TokensLayout(Capture('patch_embed', 1), extra_tokens=backbone.num_extra_tokens)
-
-
-@register_layout(T2T_ViT)
-def t2t_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
-    """Tokens of the encoder: a class token, then the grid ``tokens_to_token`` returns."""
-    if not path.startswith('encoder.'):
-        return None
-    return TokensLayout(Capture('tokens_to_token', 1), extra_tokens=backbone.num_extra_tokens)
-
-
-@register_layout(MlpMixer)
-def mixer_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
-    """Tokens of the mixer layers: the patch grid, no extra token."""
-    if not path.startswith('layers.'):
-        return None
-    return TokensLayout(Capture('patch_embed', 1))
+    return TokensLayout(Capture(grid, 1), extra_tokens=getattr(backbone, 'num_extra_tokens', 0))
 
 
 @register_layout(SwinTransformer, SwinTransformerV2)

@@ -1,5 +1,5 @@
-"""mmsegmentation's backbones: what the insertion mechanism needs to know about them beyond their ResNets (whose
-own ``plugins=`` :mod:`.mmdet` checks).
+"""mmsegmentation's backbones: what the insertion mechanism needs to know about them beyond their ResNets
+(:mod:`.mmdet`).
 
 * SegFormer's MixVisionTransformer: its encoder blocks (``layers.i.1.j``) take ``(tokens, hw_shape)``; a block after
   one sees the token grid ``hw_shape``.
@@ -12,8 +12,7 @@ import torch.nn as nn
 from mmseg.models.backbones.mit import MixVisionTransformer
 from mmseg.models.backbones.unet import UNet
 
-from snl_mm.plugins import TokensLayout, register_layout
-from snl_mm.plugins.build import register_plugins_not_implemented
+from snl_mm.plugins import TokensLayout, register_layout, register_native
 
 
 @register_layout(MixVisionTransformer)
@@ -25,4 +24,4 @@ def mit_layout(backbone: nn.Module, path: str) -> Optional[TokensLayout]:
     return None
 
 
-register_plugins_not_implemented(UNet)
+register_native(UNet, positions=())

@@ -5,44 +5,19 @@ residual block of the first stage). Each residual unit computes ``x + F(x)`` wit
 ``F = conv(act(norm(...)))`` in pre-activation order; nothing follows the addition, so the identity path is
 clean from the stem to the final norm.
 
-Layout (``depth`` names the layouts of the paper's reference code; widths 16/32/64 before expansion):
-
-=====  ===================  ============  ===========================
-depth  block                blocks/stage  output channels per stage
-=====  ===================  ============  ===========================
-20     ``PreActBasicBlock``  (3, 3, 3)     16, 32, 64
-56     ``PreActBottleneck``  (9, 9, 9)     64, 128, 256
-110    ``PreActBottleneck``  (18, 18, 18)  64, 128, 256
-=====  ===================  ============  ===========================
-
-Two layouts of the parts around the units (the units themselves are the same):
-
-==================  =====================================  =========================================
-part                ``projection='preact'`` (default)      ``projection='conv_bn'``, ``final_conv=True``
-==================  =====================================  =========================================
-projection          1x1 conv on the pre-activated input    1x1 conv + norm on the unit's raw input
-shortcut            ``act(norm1(x))``                      ``x``
-after the last      final norm + activation                final norm + activation, then 1x1 conv
-stage                                                      (no bias) + norm + activation
-reference           He et al. 2016 (pre-activation         the spectral paper's code,
-                    ResNets for CIFAR)                     ``SNL-Classification/model/preresnet_snl.py``
-==================  =====================================  =========================================
+``depth`` names the layouts of the paper's reference code (widths 16/32/64 before expansion): 20 is three stages
+of three ``PreActBasicBlock`` (output channels 16, 32, 64), 56 and 110 of nine and eighteen ``PreActBottleneck``
+(64, 128, 256). Around the same units, two layouts: He et al. 2016's (``projection='preact'``: a 1x1 projection of
+the pre-activated input, which is also the shortcut; a final norm and activation after the last stage), and the
+spectral paper's code, ``SNL-Classification/model/preresnet_snl.py`` (``projection='conv_bn'``: a 1x1 conv and a
+norm on the unit's raw input, shortcut ``x``; ``final_conv=True``: then a 1x1 conv, norm and activation).
 
 The second is the network that produced the paper's CIFAR numbers; that code then averages, drops half of the
 pooled features (``nn.Dropout(0.5)``) and classifies with one linear layer: in mmpretrain's ``ImageClassifier``
 that is ``neck=dict(type='snl_mm.GlobalAveragePoolingDropout', dropout=0.5)`` and a ``LinearClsHead``.
 
-Positions for ``plugins`` (the branch's "conv K and its norm/activation" come before conv K in
-pre-activation order, so ``after_convK`` is the output of conv K):
-
-=============  =====================  ======================
-position       ``PreActBottleneck``   ``PreActBasicBlock``
-=============  =====================  ======================
-after_conv1    output of ``conv1``    output of ``conv1``
-after_conv2    output of ``conv2``    output of ``conv2``
-after_conv3    output of ``conv3``    --
-after_block    output of the block    output of the block
-=============  =====================  ======================
+Positions for ``plugins``: ``after_convK`` is the output of conv K (in pre-activation order conv K's norm and
+activation come before it), for each conv of the unit; ``after_block`` is the unit's output.
 """
 from typing import Dict, Optional, Sequence, Tuple, Type
 
@@ -53,7 +28,7 @@ from mmengine.model import BaseModule
 from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 from torch import Tensor
 
-from snl_mm.plugins import PluginEntries, PluginsMixin, Site, register_sites
+from snl_mm.plugins import PluginEntries, Site, add_plugins, register_sites
 from snl_mm.registry import MODELS
 
 ConfigType = Optional[dict]
@@ -124,10 +99,6 @@ class PreActBasicBlock(BaseModule):
     def norm1(self) -> nn.Module:
         return getattr(self, self.norm_names[0])
 
-    @property
-    def norm2(self) -> nn.Module:
-        return getattr(self, self.norm_names[1])
-
     def _branch(self, x: Tensor) -> Tensor:
         """The branch after the first pre-activation: conv1, then norm-act-conv for each further conv."""
         out = self.conv1(x)
@@ -161,27 +132,16 @@ class PreActBottleneck(PreActBasicBlock):
     expansion = 4
     branch_convs = ((1, False), (3, True), (1, False))
 
-    @property
-    def norm3(self) -> nn.Module:
-        return getattr(self, self.norm_names[2])
-
 
 @register_sites(PreActBasicBlock)
-def preact_basic_sites(block: PreActBasicBlock) -> Dict[str, Site]:
-    """Positions of :class:`PreActBasicBlock`."""
-    return {'after_conv1': Site('conv1', 'post'), 'after_conv2': Site('conv2', 'post'),
-            'after_block': Site('', 'post')}
-
-
-@register_sites(PreActBottleneck)
-def preact_bottleneck_sites(block: PreActBottleneck) -> Dict[str, Site]:
-    """Positions of :class:`PreActBottleneck`."""
-    return {'after_conv1': Site('conv1', 'post'), 'after_conv2': Site('conv2', 'post'),
-            'after_conv3': Site('conv3', 'post'), 'after_block': Site('', 'post')}
+def preact_sites(block: PreActBasicBlock) -> Dict[str, Site]:
+    """Positions of :class:`PreActBasicBlock` and :class:`PreActBottleneck`: each conv's output, and the unit's."""
+    sites = {f'after_conv{i}': Site(f'conv{i}', 'post') for i in range(1, len(block.branch_convs) + 1)}
+    return dict(sites, after_block=Site('', 'post'))
 
 
 @MODELS.register_module()
-class PreResNet(PluginsMixin, BaseModule):
+class PreResNet(BaseModule):
     """Pre-activation ResNet for 32x32 inputs, an mmpretrain-style backbone (it needs only mmengine and mmcv).
 
     Stem: one 3x3 convolution (no norm: the first unit pre-activates it). Stages of pre-activation units,
@@ -306,7 +266,8 @@ class PreResNet(PluginsMixin, BaseModule):
 
         self.in_channels = in_channels
         self._freeze_stages()
-        self.insert_plugins(plugins, probe_shape or (1, in_channels, 32, 32))  # one CIFAR image
+        self.plugins = plugins
+        add_plugins(self, plugins, probe_shape or (1, in_channels, 32, 32))  # one CIFAR image
 
     @property
     def final_norm(self) -> nn.Module:

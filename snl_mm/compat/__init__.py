@@ -1,6 +1,14 @@
 """Fixes for gaps in mmengine 0.10.7 (the release snl-mm runs on), one module per gap. Importing this package
 applies them; applying twice changes nothing.
 
+Every change snl-mm makes to another package's code is a row of one table, :data:`snl_mm.patches.PATCHES`:
+the rows of this package (group ``snl_mm.compat``) and the two ``import snl_mm`` applies. Each module below has
+``apply()``, ``is_applied()`` and a check that the installed release still has the gap (by its behaviour where a
+cheap check exists: a load, a write, a start tried on a temporary file or with a stop in place; by the source of
+``CheckpointHook`` and ``Runner.save_checkpoint`` where observing the gap takes a training run), and leaves the
+release alone where it does not. Fixes that change the same upstream function add a context manager to one
+wrapper of it (:mod:`.around`), never a second wrapper.
+
 Why they are not applied by ``import snl_mm``: the package's blocks, backbones and insertion mechanism are a
 library that other code imports (``from snl_mm.graph import Affinity`` in a notebook, ``SNLBlock`` in someone
 else's model); importing a library of blocks must not change how a different library loads checkpoints, starts
@@ -17,9 +25,6 @@ training run starts:
   mmengine imports ``custom_imports`` when it reads the config, in every process (torchrun and slurm workers
   too), before the Runner starts.
 
-Each fix checks, when it is applied, whether the installed mmengine still has the gap (by its behaviour where a
-cheap check exists), and leaves mmengine alone otherwise.
-
 ==========================  =================================================================================
 module                      gap
 ==========================  =================================================================================
@@ -30,7 +35,8 @@ module                      gap
 :mod:`.mmseg_ops`           a segmentation config with mmcv-lite stops with mmcv's raw ``No module named 'mmcv._ext'``
 :mod:`.atomic_save`         checkpoints and ``last_checkpoint`` written in place: a kill leaves partial files
 :mod:`.resume`              auto-resume trusts ``last_checkpoint`` even when it is empty or names a bad file
-:mod:`.exact_resume`        checkpoints lack the random states and the position within the epoch
+:mod:`.exact_resume`        checkpoints lack the random states and the position within the epoch (a Runner that
+                            trains gets one more hook, ``ExactResumeHook``, when ``train()`` starts)
 :mod:`.checkpoint_errors`   a truncated, empty or foreign file gives torch's raw error (or its advice to
                             turn ``weights_only`` off) without naming the file
 ==========================  =================================================================================
@@ -39,25 +45,19 @@ module                      gap
 """
 from typing import Dict
 
-from . import (atomic_save, base_scope, checkpoint, checkpoint_errors, dist, exact_resume, installed_path, mmseg_ops,
-               resume)
+from snl_mm import patches
 
 
 def apply_all() -> Dict[str, bool]:
-    """Apply every fix; idempotent.
+    """Apply every fix of this package, in the order of :data:`snl_mm.patches.PATCHES`; idempotent.
 
     Returns:
         dict: fix name -> whether it is in effect in this process (False where mmengine does not need it).
     """
-    return dict(checkpoint=checkpoint.apply(), dist=dist.apply(), installed_path=installed_path.apply(),
-                base_scope=base_scope.apply(), mmseg_ops=mmseg_ops.apply(),
-                atomic_save=atomic_save.apply(), resume=resume.apply(), exact_resume=exact_resume.apply(),
-                # after `checkpoint`: the clear errors wrap the loader with its weights-only fix
-                checkpoint_errors=checkpoint_errors.apply())
+    return patches.apply(patches.COMPAT)
 
 
 #: what :func:`apply_all` reported when this package was imported.
 APPLIED = apply_all()
 
-__all__ = ['apply_all', 'APPLIED', 'atomic_save', 'base_scope', 'checkpoint', 'checkpoint_errors', 'dist',
-           'exact_resume', 'installed_path', 'mmseg_ops', 'resume']
+__all__ = ['apply_all', 'APPLIED']

@@ -22,12 +22,12 @@ What snl_mm does:
   ``LocalBackend.put`` and ``put_text``, and every file the checkpoint hook opens for writing (the
   module-level ``open`` of ``mmengine.hooks.checkpoint_hook`` is :func:`open_atomic` for write modes).
 * the checkpoint hook's removals of old checkpoints wait until the new checkpoint and ``last_checkpoint``
-  are written (:func:`_removals_after_save`); if the save fails, the old checkpoints stay.
+  are written (:func:`removals_after_save`); if the save fails, the old checkpoints stay.
 
 A temporary file left by a killed write never carries a checkpoint's name; auto-resume
 (:mod:`snl_mm.compat.resume`) removes such leftovers from the checkpoint directory.
 """
-import functools
+import contextlib
 import inspect
 import io
 import os
@@ -36,11 +36,16 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Tuple, Union
+from typing import Any, Iterator, List, Tuple, Union
 
 import mmengine.hooks.checkpoint_hook as checkpoint_hook_module
 from mmengine.fileio.backends.local_backend import LocalBackend
 from mmengine.hooks import CheckpointHook
+
+from .around import around
+
+#: the ``CheckpointHook`` methods that save (and remove old checkpoints)
+SAVES = ('_save_checkpoint_with_step', '_save_best_checkpoint')
 
 #: names of the temporary files :func:`write_atomic` creates (``.epoch_3.pth.1234.9f2c4e1a.tmp``).
 TEMPORARY_NAME = re.compile(r'^\.(?P<name>.+)\.\d+\.[0-9a-f]{8}\.tmp$')
@@ -170,26 +175,22 @@ class _DeferredRemovals:
             getattr(self._backend, method)(path)
 
 
-def _removals_after_save(method: Callable) -> Callable:
-    """Wrap a ``CheckpointHook`` method that removes old checkpoints and then saves: removals run after the
-    method returned (the new checkpoint written), never when it failed."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-        backend = self.file_backend
-        if isinstance(backend, _DeferredRemovals):  # nested call (_save_best_checkpoint saves the last too)
-            return method(self, *args, **kwargs)
-        deferred = _DeferredRemovals(backend)
-        self.file_backend = deferred
-        try:
-            result = method(self, *args, **kwargs)
-        finally:
-            self.file_backend = backend
-        deferred.run()
-        return result
-
-    wrapper.__snl_mm_patched__ = True
-    return wrapper
+@contextlib.contextmanager
+def removals_after_save(hook: CheckpointHook, *args: Any, **kwargs: Any) -> Iterator[None]:
+    """Around a ``CheckpointHook`` method that removes old checkpoints and then saves: the removals run after the
+    method returned (the new checkpoint written), never when it failed. Outside a training run (``val()`` or
+    ``test()`` alone) the hook has no ``file_backend`` and saves nothing: nothing to defer."""
+    backend = getattr(hook, 'file_backend', None)
+    if backend is None or isinstance(backend, _DeferredRemovals):  # nested: _save_best_checkpoint saves the last too
+        yield
+        return
+    deferred = _DeferredRemovals(backend)
+    hook.file_backend = deferred
+    try:
+        yield
+    finally:
+        hook.file_backend = backend
+    deferred.run()
 
 
 def put_gap_present() -> bool:
@@ -226,16 +227,14 @@ def apply() -> bool:
     Returns:
         bool: True when the fixes are in place; False where mmengine writes atomically already.
     """
-    if is_applied():
-        return True
-    if not put_gap_present():
-        return False
+    if is_applied() or not put_gap_present():
+        return is_applied()
     _atomic_put.__snl_mm_patched__ = True
     LocalBackend.put = _atomic_put
     LocalBackend.put_text = _atomic_put_text
     if hook_gap_present():
         # the hook module's own name `open` (looked up before the builtin) serves its writes atomically
         checkpoint_hook_module.open = open_atomic
-    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
-        setattr(CheckpointHook, name, _removals_after_save(getattr(CheckpointHook, name)))
+    for name in SAVES:
+        around(CheckpointHook, name, __name__, removals_after_save)
     return True

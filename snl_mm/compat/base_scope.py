@@ -36,17 +36,25 @@ def _patched(original: Callable[[str, str], Tuple[str, Optional[str]]]):
     return _get_cfg_path
 
 
+def gap_present() -> bool:
+    """Whether mmengine reads a ``snl_mm::`` base in the ``snl_mm`` scope (asked for one of the package's bases)."""
+    try:
+        return Config._get_cfg_path(f'{SCOPE}::_base_/blocks.py', '')[1] == SCOPE
+    except Exception:  # noqa: BLE001 (the package's configs cannot be found: nothing reads them)
+        return False
+
+
 def is_applied() -> bool:
     """Whether mmengine reads ``snl_mm::`` bases without tagging their scope."""
     return getattr(Config._get_cfg_path, '__snl_mm_patched__', False)
 
 
 def apply() -> bool:
-    """Read ``snl_mm::`` bases as local bases. Idempotent.
+    """Read ``snl_mm::`` bases as local bases, where mmengine tags them. Idempotent.
 
     Returns:
-        bool: True (bases of other packages are read as before).
+        bool: True when in effect (bases of other packages are read as before).
     """
-    if not is_applied():
+    if not is_applied() and gap_present():
         Config._get_cfg_path = staticmethod(_patched(Config._get_cfg_path))
-    return True
+    return is_applied()

@@ -29,7 +29,6 @@ method registered with ``HistoryBuffer.register_statistics``) can be loaded insi
 ``torch.serialization.safe_globals([...])`` by a user who trusts it.
 """
 import contextlib
-import functools
 import inspect
 import os.path as osp
 import pickle
@@ -40,6 +39,8 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from .around import around, is_around
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -114,8 +115,8 @@ def mmengine_checkpoint_globals() -> Iterator[None]:
 
 
 def is_applied() -> bool:
-    """Whether mmengine's checkpoint loader is wrapped by :func:`apply`."""
-    return getattr(CheckpointLoader.load_checkpoint, '__snl_mm_patched__', False)
+    """Whether mmengine's checkpoint loader loads within :func:`mmengine_checkpoint_globals`."""
+    return is_around(CheckpointLoader, 'load_checkpoint', __name__)
 
 
 def gap_present() -> bool:
@@ -142,20 +143,9 @@ def apply() -> bool:
     ``torchvision://``, ``open-mmlab://``, ``http(s)://`` schemes.
 
     Returns:
-        bool: True when the loader is wrapped; False where mmengine loads its own checkpoints already
-        (torch < 2.6, or an mmengine with the fix).
+        bool: True when in effect; False where mmengine loads its own checkpoints already (torch < 2.6, or an
+        mmengine with the fix).
     """
-    if is_applied():
-        return True
-    if not hasattr(torch.serialization, 'safe_globals') or not gap_present():
-        return False
-    original = CheckpointLoader.load_checkpoint.__func__
-
-    @functools.wraps(original)
-    def load_checkpoint(cls, *args, **kwargs):
-        with mmengine_checkpoint_globals():
-            return original(cls, *args, **kwargs)
-
-    load_checkpoint.__snl_mm_patched__ = True
-    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
-    return True
+    if not is_applied() and hasattr(torch.serialization, 'safe_globals') and gap_present():
+        around(CheckpointLoader, 'load_checkpoint', __name__, lambda *args, **kwargs: mmengine_checkpoint_globals())
+    return is_applied()

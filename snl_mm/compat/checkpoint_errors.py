@@ -17,17 +17,19 @@ torch's advice to turn ``weights_only`` off; ``weights_only`` stays on, so craft
 An error that is not about the file's content (a missing file, a ``map_location`` naming an absent device)
 passes through unchanged.
 """
-import functools
+import contextlib
 import os
 import os.path as osp
 import pickle
 import re
 import tempfile
 import zipfile
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from .around import around, is_around
 
 #: the first bytes of torch's zip format and of its legacy format (the pickled magic number).
 ZIP_HEAD = b'PK\x03\x04'
@@ -117,7 +119,7 @@ def _local_file(filename: Any) -> Optional[str]:
 
 def is_applied() -> bool:
     """Whether mmengine's checkpoint loader reports unreadable files with :class:`UnreadableCheckpointError`."""
-    return getattr(CheckpointLoader.load_checkpoint, '__snl_mm_clear_errors__', False)
+    return is_around(CheckpointLoader, 'load_checkpoint', __name__)
 
 
 def gap_present() -> bool:
@@ -132,32 +134,28 @@ def gap_present() -> bool:
     return False
 
 
+@contextlib.contextmanager
+def clear_errors(cls: type, filename: Any, *args: Any, **kwargs: Any) -> Iterator[None]:
+    """Around mmengine's loader: an unreadable local file raises :class:`UnreadableCheckpointError`."""
+    try:
+        yield
+    except (UnreadableCheckpointError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as err:  # torch.load raises any of a dozen types for a bad file: judge the file
+        path = _local_file(filename)
+        reason = unreadable_reason(path, err) if path is not None else None
+        if reason is None:
+            raise
+        raise UnreadableCheckpointError(os.fspath(filename), reason) from None
+
+
 def apply() -> bool:
-    """Wrap mmengine's :meth:`CheckpointLoader.load_checkpoint` so that unreadable local files raise
-    :class:`UnreadableCheckpointError`, where mmengine has the gap. Safe to call any number of times.
+    """Make mmengine's :meth:`CheckpointLoader.load_checkpoint` raise :class:`UnreadableCheckpointError` for
+    unreadable local files, where mmengine has the gap. Safe to call any number of times.
 
     Returns:
-        bool: True when the loader is wrapped; False where mmengine names the file already.
+        bool: True when in effect; False where mmengine names the file already.
     """
-    if is_applied():
-        return True
-    if not gap_present():
-        return False
-    original = CheckpointLoader.load_checkpoint.__func__
-
-    @functools.wraps(original)
-    def load_checkpoint(cls, filename, *args, **kwargs):
-        try:
-            return original(cls, filename, *args, **kwargs)
-        except (UnreadableCheckpointError, FileNotFoundError, PermissionError, IsADirectoryError):
-            raise
-        except Exception as err:  # torch.load raises any of a dozen types for a bad file: judge the file
-            path = _local_file(filename)
-            reason = unreadable_reason(path, err) if path is not None else None
-            if reason is None:
-                raise
-            raise UnreadableCheckpointError(os.fspath(filename), reason) from None
-
-    load_checkpoint.__snl_mm_clear_errors__ = True
-    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
-    return True
+    if not is_applied() and gap_present():
+        around(CheckpointLoader, 'load_checkpoint', __name__, clear_errors)
+    return is_applied()

@@ -134,10 +134,41 @@ def release_process_group() -> None:
     while still joinable (``terminate called without an active exception``, exit code -6, on one rank of an
     otherwise finished run). The launchers call this when the run is over.
     """
-    import torch.distributed as torch_dist
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+
+
+class _Started(Exception):
+    """Raised in place of ``torch.distributed.init_process_group`` while :func:`gap_present` tries a start."""
+
+
+def gap_present() -> bool:
+    """Whether mmengine's torchrun start fails on this machine before it reaches ``init_process_group`` (it calls
+    ``torch.cuda.set_device`` without a GPU): tried once, with ``init_process_group`` replaced for the duration by
+    a stop, on a machine with no accelerator (where the DDP wrapper's ``device_ids`` fail as well)."""
+    if not cpu_only():
+        return False
+    saved = {key: os.environ.get(key) for key in ('RANK', 'LOCAL_RANK')}
+    start = torch_dist.init_process_group
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise _Started
+
+    try:
+        os.environ.update({key: value or '0' for key, value in saved.items()})
+        torch_dist.init_process_group = stop
+        mmengine_dist_utils._init_dist_pytorch('gloo')
+    except _Started:
+        return False
+    except Exception:  # noqa: BLE001 (what a CUDA call raises without a GPU varies)
+        return True
+    finally:
+        torch_dist.init_process_group = start
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+    return False
 
 
 def is_applied() -> bool:
@@ -149,19 +180,14 @@ def is_applied() -> bool:
 
 
 def apply() -> bool:
-    """Patch mmengine's distributed start and DDP wrapper for CPU-only machines. Safe to call repeatedly.
-
-    The patches decide at call time: on a machine with an accelerator they call mmengine's original code.
+    """Patch mmengine's distributed start and DDP wrapper where they fail without a GPU. Safe to call repeatedly.
 
     Returns:
-        bool: True (the patches are in place).
+        bool: True when the patches are in place; False on a machine with an accelerator (mmengine's code runs).
     """
-    if not getattr(mmengine_dist_utils._init_dist_pytorch, '__snl_mm_patched__', False):
+    if not is_applied() and gap_present():
         mmengine_dist_utils._init_dist_pytorch = _cpu_start(mmengine_dist_utils._init_dist_pytorch,
                                                             _init_dist_pytorch_cpu)
-    if not getattr(mmengine_dist_utils._init_dist_slurm, '__snl_mm_patched__', False):
-        mmengine_dist_utils._init_dist_slurm = _cpu_start(mmengine_dist_utils._init_dist_slurm,
-                                                          _init_dist_slurm_cpu)
-    if not getattr(MMDistributedDataParallel.__init__, '__snl_mm_patched__', False):
+        mmengine_dist_utils._init_dist_slurm = _cpu_start(mmengine_dist_utils._init_dist_slurm, _init_dist_slurm_cpu)
         MMDistributedDataParallel.__init__ = _wrap_ddp_init(MMDistributedDataParallel.__init__)
-    return True
+    return is_applied()

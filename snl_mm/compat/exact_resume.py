@@ -13,26 +13,30 @@ schedulers and message hub, and ``Runner.resume`` re-seeds, but
 
 What snl_mm does:
 
-* every Runner gets an :class:`ExactResumeHook`, which puts :data:`CHECKPOINT_KEY` into each checkpoint: the
-  random states of every rank (gathered from all processes when the checkpoint hook saves), each rank's states
-  at the start of the running epoch, the number of batches of that epoch already trained, and the sampler's
-  seed (:mod:`snl_mm.compat.random_state` holds them as plain numbers and tensors);
-* ``Runner.resume`` hands them to the train loop. ``EpochBasedTrainLoop.run_epoch`` is mmengine's with seams:
-  a resumed epoch starts from the epoch's recorded start states, loads again the batches trained before the
-  checkpoint (so that the data pipeline, in the main process or in workers, draws exactly what it drew) and
-  continues with the states of the checkpoint. ``IterBasedTrainLoop`` already loads the trained batches again
-  ("Advance dataloader"); its iterator restores the checkpoint's states right after;
+* a Runner that trains gets an :class:`ExactResumeHook` when ``train()`` starts (one more hook in
+  ``runner.hooks`` from then on; ``val()`` and ``test()`` alone, and the hooks a Runner registers when it is
+  built, are mmengine's). It puts :data:`CHECKPOINT_KEY` into each checkpoint: the random states of every rank
+  (gathered from all processes when the checkpoint hook saves), each rank's states at the start of the running
+  epoch, the number of batches of that epoch already trained, and the sampler's seed
+  (:mod:`snl_mm.compat.random_state` holds them as plain numbers and tensors);
+* ``Runner.resume`` hands them to the train loop. Around mmengine's own ``EpochBasedTrainLoop.run_epoch``
+  (:func:`epoch_seams`), a resumed epoch starts from the epoch's recorded start states, loads again the batches
+  trained before the checkpoint (so that the data pipeline, in the main process or in workers, draws exactly what
+  it drew) and continues with the states of the checkpoint. ``IterBasedTrainLoop`` already loads the trained
+  batches again ("Advance dataloader"); its iterator restores the checkpoint's states right after;
 * ``ValLoop.run`` leaves the random states as it found them.
+
+Each is a context manager around mmengine's function (:mod:`snl_mm.compat.around`), never a copy of it.
 
 Not exact, and said in the log at resume: ``persistent_workers=True`` with workers (their random state carries
 over between epochs and a resumed run starts them afresh), an iteration-based loop over a finite sampler with
 workers past the end of its data, a different number of processes, and checkpoints written without this fix.
 """
+import contextlib
 import functools
 import inspect
 import logging
-import re
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.dist import all_gather_object, get_dist_info, is_distributed
@@ -43,6 +47,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop, Runner, Val
 from mmengine.runner.base_loop import BaseLoop
 
 from . import random_state
+from .around import around, is_around
 
 #: the checkpoint entry with the random states and the position within the epoch.
 CHECKPOINT_KEY = 'snl_mm_resume'
@@ -96,24 +101,22 @@ def _rank_states(runner: Runner) -> Dict[str, Any]:
     return dict(now=_training_states(runner), epoch_start=start.states if start else None)
 
 
-def _with_rank_states(method: Callable) -> Callable:
-    """Wrap a ``CheckpointHook`` method that every rank calls before rank 0 saves: every rank's states are
-    gathered first (a collective call, so only where all ranks are known to call it)."""
-
-    @functools.wraps(method)
-    def wrapper(self, runner, *args: Any, **kwargs: Any) -> Any:
-        if getattr(runner, '_snl_mm_rank_states', None) is not None or (
-                method.__name__ == '_save_best_checkpoint' and not self.save_best):
-            return method(self, runner, *args, **kwargs)
-        local = _rank_states(runner)
-        runner._snl_mm_rank_states = all_gather_object(local) if is_distributed() else [local]
-        try:
-            return method(self, runner, *args, **kwargs)
-        finally:
-            runner._snl_mm_rank_states = None
-
-    wrapper.__snl_mm_patched__ = True
-    return wrapper
+@contextlib.contextmanager
+def rank_states(hook: CheckpointHook, runner: Runner, *args: Any, best: bool = False,
+                **kwargs: Any) -> Iterator[None]:
+    """Around a ``CheckpointHook`` save that every rank calls before rank 0 writes: every rank's states are
+    gathered first (a collective call, so only where all ranks are known to call it: in a training run, for a
+    save that happens)."""
+    if getattr(runner, '_snl_mm_rank_states', None) is not None or not hasattr(hook, 'file_backend') or (
+            best and not hook.save_best):
+        yield
+        return
+    local = _rank_states(runner)
+    runner._snl_mm_rank_states = all_gather_object(local) if is_distributed() else [local]
+    try:
+        yield
+    finally:
+        runner._snl_mm_rank_states = None
 
 
 def _train_sampler(runner: Runner) -> Any:
@@ -129,7 +132,7 @@ def _train_sampler(runner: Runner) -> Any:
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
     """Writes the random states and the position within the epoch into every checkpoint, and keeps those of
-    the last checkpoint loaded for ``Runner.resume``. Added to every Runner by :func:`apply`."""
+    the last checkpoint loaded for ``Runner.resume``. Added to a Runner when its ``train()`` starts."""
 
     priority = 'VERY_LOW'
 
@@ -215,97 +218,98 @@ class _RestoreAfter:
         return getattr(self._iterator, name)
 
 
-def _wrap_resume(original: Callable) -> Callable:
-
-    @functools.wraps(original)
-    def resume(self: Runner, *args: Any, **kwargs: Any) -> None:
-        hook = next((h for h in self.hooks if isinstance(h, ExactResumeHook)), None)
-        original(self, *args, **kwargs)
-        if hook is None:
-            return
-        point = _resume_point(self, hook.loaded)
-        loop = self.train_loop
-        if point is None:
-            return
-        if isinstance(loop, IterBasedTrainLoop):
-            loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, loop.iter, point)
-        elif isinstance(loop, EpochBasedTrainLoop):
-            loop._snl_mm_resume = point
-        else:
-            point.restore_now()
-
-    resume.__snl_mm_patched__ = True
-    return resume
+@contextlib.contextmanager
+def resume_exactly(runner: Runner, *args: Any, **kwargs: Any) -> Iterator[None]:
+    """Around ``Runner.resume``: the loaded checkpoint's states go to the train loop."""
+    hook = next((h for h in runner.hooks if isinstance(h, ExactResumeHook)), None)
+    yield
+    point = _resume_point(runner, hook.loaded) if hook is not None else None
+    loop = runner.train_loop
+    if point is None:
+        return
+    if isinstance(loop, IterBasedTrainLoop):
+        loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, loop.iter, point)
+    elif isinstance(loop, EpochBasedTrainLoop):
+        loop._snl_mm_resume = point
+    else:
+        point.restore_now()
 
 
-def run_epoch(self: EpochBasedTrainLoop) -> None:
-    """Iterate one epoch: mmengine 0.10.7's ``EpochBasedTrainLoop.run_epoch``, with the seams of exact resume
-    (the epoch's start states recorded; a resumed epoch continues where its checkpoint was written)."""
-    point: Optional[ResumePoint] = getattr(self, '_snl_mm_resume', None)
-    self._snl_mm_resume = None
-    position = point.position if point is not None else 0
-    if point is not None and position == 0:
-        point.restore_now()  # resumed at an epoch start: before the epoch's hooks, as in the run not stopped
-    self.runner.call_hook('before_train_epoch')
-    self.runner.model.train()
-    if position > 0:
-        point.restore_epoch_start()
-    self._snl_mm_epoch_start = EpochStart(self._epoch, self._iter - position, random_state.capture())
-    batches = iter(self.dataloader)
-    if position > 0:
-        print_log(f'Exact resume: loading again the {position} batches of epoch {self._epoch + 1} trained before '
-                  'the checkpoint, so that the data pipeline draws what it drew.', logger='current')
+class _ResumedEpoch:
+    """The train loop's dataloader while a resumed epoch starts: its iterator first loads again the batches
+    trained before the checkpoint (so that the data pipeline, in the main process or in workers, draws what it
+    drew), then continues with the checkpoint's states."""
+
+    def __init__(self, loop: EpochBasedTrainLoop, point: ResumePoint) -> None:
+        self._loop, self._loader, self._point = loop, loop.dataloader, point
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, position = self._loop._epoch, self._point.position
+        print_log(f'Exact resume: loading again the {position} batches of epoch {epoch + 1} trained before the '
+                  'checkpoint, so that the data pipeline draws what it drew.', logger='current')
+        batches = iter(self._loader)
         for skipped in range(position):
             if next(batches, None) is None:
-                _warn(f'epoch {self._epoch + 1} has {skipped} batches, the checkpoint was written after '
-                      f'{position}: the dataset changed.')
+                _warn(f'epoch {epoch + 1} has {skipped} batches, the checkpoint was written after {position}: the '
+                      'dataset changed.')
                 break
-        point.restore_now()
-    for idx, data_batch in enumerate(batches, start=position):
-        self.run_iter(idx, data_batch)
-    self.runner.call_hook('after_train_epoch')
-    self._epoch += 1
-    self._snl_mm_epoch_start = None
+        self._point.restore_now()
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
 
 
-def _isolated_val(original: Callable) -> Callable:
-
-    @functools.wraps(original)
-    def run(self: ValLoop) -> Any:
-        with random_state.isolated() as states:
-            self.runner._snl_mm_states_before_val = states
-            try:
-                return original(self)
-            finally:
-                self.runner._snl_mm_states_before_val = None
-
-    run.__snl_mm_patched__ = True
-    return run
-
-
-def _with_hook(original: Callable) -> Callable:
-
-    @functools.wraps(original)
-    def register_hooks(self: Runner, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if not any(isinstance(h, ExactResumeHook) for h in self._hooks):
-            self.register_hook(ExactResumeHook())
-
-    register_hooks.__snl_mm_patched__ = True
-    return register_hooks
+@contextlib.contextmanager
+def epoch_seams(loop: EpochBasedTrainLoop) -> Iterator[None]:
+    """Around ``EpochBasedTrainLoop.run_epoch``: the epoch's start states recorded; a resumed epoch starts from
+    those of its checkpoint and continues where the checkpoint was written (its batch indices too)."""
+    point: Optional[ResumePoint] = getattr(loop, '_snl_mm_resume', None)
+    loop._snl_mm_resume = None
+    position = point.position if point is not None else 0
+    if point is not None:
+        point.restore_epoch_start() if position else point.restore_now()
+    loop._snl_mm_epoch_start = EpochStart(loop._epoch, loop._iter - position, random_state.capture())
+    if position:
+        loop.dataloader = _ResumedEpoch(loop, point)
+        loop.run_iter = lambda idx, data_batch: type(loop).run_iter(loop, idx + position, data_batch)
+    try:
+        yield
+    finally:
+        if position:
+            loop.dataloader = loop.dataloader._loader
+            del loop.run_iter
+    loop._snl_mm_epoch_start = None
 
 
-#: mmengine 0.10.7's ``EpochBasedTrainLoop.run_epoch`` body, which :func:`run_epoch` mirrors.
-MMENGINE_RUN_EPOCH = (
-    "self.runner.call_hook('before_train_epoch') self.runner.model.train() for idx, data_batch in "
-    "enumerate(self.dataloader): self.run_iter(idx, data_batch) self.runner.call_hook('after_train_epoch') "
-    "self._epoch += 1")
+@contextlib.contextmanager
+def isolated_val(loop: ValLoop) -> Iterator[None]:
+    """Around ``ValLoop.run``: validation leaves the random states as it found them."""
+    with random_state.isolated() as states:
+        loop.runner._snl_mm_states_before_val = states
+        try:
+            yield
+        finally:
+            loop.runner._snl_mm_states_before_val = None
 
 
-def _body(func: Callable) -> str:
-    source = inspect.getsource(func)
-    source = re.sub(r'""".*?"""', '', source, flags=re.S)
-    return ' '.join(source.split(':', 1)[1].split()) if 'def ' in source else ''
+@contextlib.contextmanager
+def with_hook(runner: Runner, *args: Any, **kwargs: Any) -> Iterator[None]:
+    """Around ``Runner.train``: a training Runner gets an :class:`ExactResumeHook` (``val()`` and ``test()``
+    alone, and the hooks a Runner registers when it is built, are mmengine's)."""
+    if not any(isinstance(h, ExactResumeHook) for h in runner.hooks):
+        runner.register_hook(ExactResumeHook())
+    yield
+
+
+#: the upstream functions the fix acts around, and how
+AROUND = ((Runner, 'train', with_hook), (Runner, 'resume', resume_exactly),
+          (EpochBasedTrainLoop, 'run_epoch', epoch_seams), (ValLoop, 'run', isolated_val),
+          (CheckpointHook, '_save_checkpoint_with_step', rank_states),
+          (CheckpointHook, '_save_best_checkpoint', functools.partial(rank_states, best=True)))
 
 
 def gap_present() -> bool:
@@ -317,28 +321,16 @@ def gap_present() -> bool:
 
 def is_applied() -> bool:
     """Whether :func:`apply` is in effect."""
-    return getattr(Runner.resume, '__snl_mm_patched__', False)
+    return is_around(Runner, 'resume', __name__)
 
 
 def apply() -> bool:
     """Make resume exact where mmengine has the gap. Safe to call any number of times.
 
     Returns:
-        bool: True when in effect; False where mmengine saves the random states itself, or where its
-        ``EpochBasedTrainLoop.run_epoch`` is not the one :func:`run_epoch` mirrors (then nothing is changed).
+        bool: True when in effect; False where mmengine saves the random states itself.
     """
-    if is_applied():
-        return True
-    if not gap_present():
-        return False
-    if _body(EpochBasedTrainLoop.run_epoch) != MMENGINE_RUN_EPOCH:
-        _warn('this mmengine\'s EpochBasedTrainLoop.run_epoch differs from 0.10.7\'s: resume is left as '
-              'mmengine does it.')
-        return False
-    EpochBasedTrainLoop.run_epoch = run_epoch
-    ValLoop.run = _isolated_val(ValLoop.run)
-    Runner.resume = _wrap_resume(Runner.resume)
-    Runner.register_hooks = _with_hook(Runner.register_hooks)
-    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
-        setattr(CheckpointHook, name, _with_rank_states(getattr(CheckpointHook, name)))
-    return True
+    if not is_applied() and gap_present():
+        for owner, name, context in AROUND:
+            around(owner, name, __name__, context)
+    return is_applied()

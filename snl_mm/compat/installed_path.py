@@ -9,9 +9,10 @@ checkout through an import hook, so the returned directory does not exist and ev
 editable install fails with ``FileNotFoundError: file ".../site-packages/<pkg>/.mim/configs/..." does not
 exist`` (``pip install -e .`` of snl-mm, and of any OpenMMLab package).
 
-What snl_mm does: mmengine's function runs first; only when the directory it names does not exist, the
-import system is asked where the package is (``importlib.util.find_spec``), which is where ``import`` finds
-it, editable or not. A path that exists is returned unchanged.
+What snl_mm does, where mmengine does not find this package's own editable install: mmengine's function runs
+first; only when the directory it names does not exist, the import system is asked where the package is
+(``importlib.util.find_spec``), which is where ``import`` finds it, editable or not. A path that exists is returned
+unchanged.
 
 mim (``mim train``, ``mim test``) has its own copy of the function and runs in a process that never imports
 snl_mm: with an editable install it does not find the package's tools; it works with a regular install
@@ -20,6 +21,7 @@ snl_mm: with an editable install it does not find the package's tools; it works 
 import functools
 import importlib.util
 import os.path as osp
+import warnings
 from typing import Callable
 
 import mmengine.config.config as mmengine_config
@@ -49,19 +51,29 @@ def _patched(original: Callable[[str], str]) -> Callable[[str], str]:
     return get_installed_path
 
 
+def gap_present() -> bool:
+    """Whether mmengine names a missing directory for this package's own distribution (an editable install)."""
+    try:
+        with warnings.catch_warnings():  # mmengine's pkg_resources import warns (setuptools >= 67)
+            warnings.simplefilter('ignore')
+            return not osp.isdir(package_utils.get_installed_path('snl-mm'))
+    except Exception:  # noqa: BLE001 (not installed as a distribution: run from a checkout on the path)
+        return False
+
+
 def is_applied() -> bool:
     """Whether every binding of ``get_installed_path`` in mmengine is the patched one."""
     return all(getattr(m.get_installed_path, '__snl_mm_patched__', False) for m in _BINDINGS)
 
 
 def apply() -> bool:
-    """Let mmengine find editable installs. Idempotent.
+    """Let mmengine find editable installs, where it does not find this package's. Idempotent.
 
     Returns:
-        bool: True (the patch is in place; it changes only answers that name a missing directory).
+        bool: True when the patch is in place (it changes only answers that name a missing directory).
     """
-    if not is_applied():
+    if not is_applied() and gap_present():
         patched = _patched(package_utils.get_installed_path)
         for module in _BINDINGS:
             module.get_installed_path = patched
-    return True
+    return is_applied()

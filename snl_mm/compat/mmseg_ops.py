@@ -7,17 +7,18 @@ https://github.com/open-mmlab/mmsegmentation/issues/871). The Runner of a config
 registries, the visualizer's first), so with ``mmcv-lite`` training or testing any segmentation config stops
 with ``ModuleNotFoundError: No module named 'mmcv._ext'`` deep in mmcv.
 
-What snl_mm does: before a registry of the ``mmseg`` scope imports its modules, it checks that mmsegmentation's
-models can load (:func:`snl_mm.utils.require_mmseg`) and otherwise raises that one ``ImportError`` (compiled
-mmcv: ``tools/build_mmcv.sh``; or the ``seg`` extra / ``ftfy`` and ``regex``), chained to the import error
-behind it. With compiled ops nothing changes. Every config of the package lists :mod:`snl_mm.compat` in its
+What snl_mm does, where mmsegmentation is installed and its models cannot load: before a registry of the
+``mmseg`` scope imports its modules, it checks that mmsegmentation's models can load
+(:func:`snl_mm.utils.require_mmseg`) and otherwise raises that one ``ImportError`` (compiled mmcv:
+``tools/build_mmcv.sh``; or the ``seg`` extra / ``ftfy`` and ``regex``), chained to the import error behind it.
+With compiled ops nothing changes. Every config of the package lists :mod:`snl_mm.compat` in its
 ``custom_imports``, so the check is in place from the config's load on, whatever launches it.
 """
 import functools
 
 from mmengine.registry import Registry
 
-from snl_mm.utils import require_mmseg
+from snl_mm.utils import is_installed, mmseg_available, require_mmseg
 
 #: the registry scope whose modules need compiled mmcv
 SCOPE = 'mmseg'
@@ -35,17 +36,23 @@ def _patched(original):
     return import_from_location
 
 
+def gap_present() -> bool:
+    """Whether mmsegmentation is installed and its models cannot load (no compiled mmcv ops)."""
+    return is_installed('mmseg') and not mmseg_available()
+
+
 def is_applied() -> bool:
     """Whether mmsegmentation's registries check for compiled mmcv before importing their modules."""
     return getattr(Registry.import_from_location, '__snl_mm_patched__', False)
 
 
 def apply() -> bool:
-    """Check for compiled mmcv when an mmsegmentation registry first imports its modules. Idempotent.
+    """Check for compiled mmcv when an mmsegmentation registry first imports its modules, where they cannot load.
+    Idempotent.
 
     Returns:
-        bool: True (the check runs once per registry; with compiled ops it passes).
+        bool: True when the check is in place; False where mmsegmentation's models load (or it is absent).
     """
-    if not is_applied():
+    if not is_applied() and gap_present():
         Registry.import_from_location = _patched(Registry.import_from_location)
-    return True
+    return is_applied()

@@ -1,18 +1,11 @@
 """Plugin entries: the fields a user writes, checked one by one, each error naming ``plugins[i]`` and the field.
 
-An entry names a block and one way of saying where it goes::
+An entry names a block (``cfg``) and one way of saying where it goes: residual stages (``stages``, ``blocks``,
+``position``, ``within``), ``after`` any submodule, or in place of one (``replace``, ``residual``); every entry may
+add ``layout`` and ``name``. ``docs/plugins.md`` describes every field.
 
-    dict(cfg=dict(type='SNLBlock', reduction=2),    # the block (in_channels comes from the backbone)
-         stages=(False, False, True, False),        # residual stages: which stages (default: all),
-         blocks=(-2, ),                             #   which residual blocks (default: all),
-         position='after_block',                    #   where in them (default 'after_block')
-         within='slow_path',                        #   stages of a sub-network (SlowFast's pathways)
-         layout='frames',                           # how the block sees the data (default: the backbone's)
-         name='non_local_block')                    # the block's child name (default: its abbreviation)
-
-    dict(cfg=..., after='layers.5')                 # after any submodule (a path of named_modules())
-    dict(cfg=..., replace='layers.5.attn')          # in place of a submodule (an attention module)
-
+A backbone whose own ``plugins`` argument implements mmdetection's design (:func:`native_form`) builds the entries
+written in that form itself; :func:`check_native` checks them first with the exceptions upstream raises.
 This module turns entries into checked fields; :mod:`snl_mm.plugins.insert` turns them into placements.
 """
 import difflib
@@ -40,6 +33,8 @@ ADDRESSINGS: Dict[str, Tuple[str, ...]] = {
     'after': AFTER_ENTRY_KEYS + COMMON_KEYS,
     'replace': ('cfg', 'replace', 'residual') + COMMON_KEYS,
 }
+#: the fields of an entry in mmdetection's own form (its ResNet's ``plugins``)
+NATIVE_KEYS: Tuple[str, ...] = ('cfg', 'position', 'stages')
 
 PluginEntries = Optional[Sequence[dict]]
 
@@ -53,14 +48,6 @@ class UnknownPluginError(KeyError):
 
 def where(index: int) -> str:
     return f'plugins[{index}]'
-
-
-def check_entry_list(plugins: Any) -> List[dict]:
-    if not isinstance(plugins, (list, tuple)):
-        raise TypeError(f'plugins must be a list of dicts (plugin entries) with keys {ENTRY_KEYS} or '
-                        f"{AFTER_ENTRY_KEYS}, e.g. [dict(cfg=dict(type='SNLBlock'), after='layer3.4')], got "
-                        f'{type(plugins).__name__}')
-    return list(plugins)
 
 
 def addressing(entry: Any, index: int, default: str = 'stages') -> str:
@@ -109,8 +96,7 @@ def resolve_type(cfg: Any, index: int) -> type:
 
 def block_name(cls: type, entry: dict, index: int) -> str:
     """The child name of the block: the entry's ``name``, else the class's abbreviation plus ``cfg.postfix``."""
-    cfg = entry['cfg']
-    postfix = cfg.get('postfix', '')
+    postfix = entry['cfg'].get('postfix', '')
     if not isinstance(postfix, (int, str)) or isinstance(postfix, bool):
         raise TypeError(f"{where(index)}: field 'cfg.postfix' must be an int or a str, got {postfix!r}")
     name = entry.get('name')
@@ -160,7 +146,6 @@ def normalise_blocks(blocks, selected: List[bool], depths: Sequence[int], index:
             raise ValueError(f"{where(index)}: field 'blocks' gives {len(blocks)} per-stage tuples but the "
                              f'backbone has {num_stages} stages {tuple(stage_names)}; valid: one tuple of '
                              f'indices per stage (stage depths {tuple(depths)})')
-        per_stage = []
         for stage, (sel, chosen) in enumerate(zip(selected, blocks)):
             if not all(is_int(b) for b in chosen):
                 raise TypeError(f"{where(index)}: field 'blocks' must hold integer block indices, got "
@@ -168,7 +153,7 @@ def normalise_blocks(blocks, selected: List[bool], depths: Sequence[int], index:
             if chosen and not sel:
                 raise ValueError(f"{where(index)}: field 'blocks' picks blocks {tuple(chosen)} in stage "
                                  f"{stage} ({stage_names[stage]}) but field 'stages' leaves that stage out")
-            per_stage.append(list(chosen))
+        per_stage = [list(chosen) for chosen in blocks]
         if not any(per_stage):
             raise ValueError(f"{where(index)}: field 'blocks' selects no block ({blocks!r})")
     else:
@@ -177,20 +162,19 @@ def normalise_blocks(blocks, selected: List[bool], depths: Sequence[int], index:
 
     result = []
     for stage, (chosen, depth) in enumerate(zip(per_stage, depths)):
-        normalised = []
         for b in chosen:
             if not -depth <= b < depth:
                 raise ValueError(
                     f"{where(index)}: field 'blocks' index {b} is out of range for stage {stage} "
                     f'({stage_names[stage]}) with {depth} residual blocks; valid indices: '
                     f'{-depth}..{depth - 1}')
-            normalised.append(b % depth)
+        normalised = sorted(b % depth for b in chosen)
         if len(set(normalised)) != len(normalised):
             raise ValueError(
                 f"{where(index)}: field 'blocks' names a block of stage {stage} ({stage_names[stage]}) "
                 f'twice: {tuple(chosen)} (indices, not a 0/1 mask: mmaction2\'s non_local=(0, 1, 0, 1) '
                 'is blocks=(1, 3))')
-        result.append(sorted(normalised))
+        result.append(normalised)
     return result
 
 
@@ -211,3 +195,39 @@ def check_path(path: Any, names: Sequence[str], field: str, index: int, model_na
         f"{where(index)}: field '{field}' is {path!r}, which names no submodule of {model_name}; " +
         (f'close matches: {close}; ' if close else '') +
         f'top-level submodules: {list(top)} (any path of named_modules(), e.g. {example})')
+
+
+def native_form(entry: Any, positions: Sequence[str]) -> bool:
+    """Whether ``entry`` is in the form a class's own ``plugins`` builds (mmdetection's design implementing
+    ``positions``): upstream's fields only, with a position that is not one only the package offers."""
+    return bool(positions) and isinstance(entry, dict) and set(entry) <= set(NATIVE_KEYS) and 'position' in entry \
+        and entry['position'] not in set(POSITIONS) - set(positions)
+
+
+def check_native(entries: Sequence[dict], owner: str, positions: Sequence[str], num_stages: int,
+                 takes_plugins: bool) -> None:
+    """Check entries in upstream's own form before upstream builds them: where upstream would fail, fail with its
+    exception type (AssertionError; a KeyError for an unknown type) and a message naming the entry and field.
+
+    Args:
+        entries: ``(index, entry)`` pairs, ``index`` the entry's place in the config's list.
+        owner (str): the class, for messages (``'mmseg ResNetV1c'``).
+        positions: the positions upstream implements.
+        num_stages (int): the backbone's stages (one flag of ``stages`` each).
+        takes_plugins (bool): whether the residual blocks of this depth take plugins at all.
+    """
+    for index, entry in entries:
+        if not takes_plugins:
+            raise AssertionError(f'{where(index)}: {owner} takes no plugins of its own at this depth: its '
+                                 "BasicBlock has none (upstream); use depth >= 50, or the package's fields "
+                                 "(blocks=..., position='after_block', or after='layer3.1'), which insert blocks "
+                                 'after its residual blocks')
+        resolve_type(entry['cfg'], index)
+        if entry['position'] not in positions:
+            raise AssertionError(f"{where(index)}: field 'position' is {entry['position']!r}, which {owner} does "
+                                 f'not offer; valid positions: {tuple(positions)} (and, with block indices, '
+                                 f'{tuple(p for p in POSITIONS if p not in positions)})')
+        stages = entry.get('stages')
+        if stages is not None and len(stages) != num_stages:
+            raise AssertionError(f"{where(index)}: field 'stages' has {len(stages)} entries but {owner} has "
+                                 f'{num_stages} stages; give one flag per stage')

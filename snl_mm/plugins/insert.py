@@ -1,45 +1,35 @@
-"""One insertion mechanism for every backbone: plan, observe, build, attach, verify.
+"""The one insertion route: :func:`add_plugins` takes a built backbone and its plugin entries.
 
-:func:`insert` takes a backbone and its plugin entries (:mod:`snl_mm.plugins.entries`) and
+Every way blocks get into a backbone ends here: the model registries (:mod:`snl_mm.plugins.build`),
+``snl_mm.PluginBackbone`` and the classes with a ``plugins`` argument of their own. The data flow one way: **plan**
+each entry into immutable :class:`Placement` s; **observe** one dry forward (:mod:`snl_mm.plugins.probe`), from
+which :func:`decide` takes each block's layout and ``in_channels`` (every shape the layout assumes checked there,
+once); **build** every block before touching the backbone (a failing entry leaves it unchanged); **attach** them
+(:mod:`snl_mm.plugins.sites`) without renaming one upstream key; **verify** with a second dry forward that every
+block ran exactly once on the channels it was built for.
 
-1. **plans** each entry into placements: which module's call carries the block (a residual block's site, the
-   module an ``after`` path names, the module a ``replace`` path names), which module holds its keys, and the
-   layout the backbone's adapter declares there;
-2. **observes** one dry forward (:mod:`snl_mm.plugins.probe`): every placement's module must run exactly once, and
-   what it produces gives the block's ``in_channels`` (an explicit ``cfg.in_channels`` must agree) and, where no
-   layout is declared, the layout (a 2-D or 3-D map; anything else must be declared by the entry);
-3. **builds** every block before touching the backbone, so that a failing entry leaves it unchanged;
-4. **attaches** them (:mod:`snl_mm.plugins.sites`) without renaming one upstream key;
-5. **verifies** with a second dry forward that every block ran exactly once on the channels it was built for.
-
-Any failure stops the build with one error naming ``plugins[i]``, the place and what was observed.
+Any failure stops the build with one error naming ``plugins[i]``, the place and what was observed. The backbone
+then initialises, trains and freezes with its blocks (:class:`WithBlocks`).
 """
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 from mmcv.cnn import build_plugin_layer
+from mmengine.model import initialize
 from torch.nn.modules.batchnorm import _NormBase
 
 from . import entries as E
-from .layouts import Capture, FramesLayout, Layout, MapLayout, describe_value, probing
-from .probe import count_calls, probe_shapes, run_first
-from .sites import attach, block_sites, declared_layout, replace, residual_stages
-
-#: attention modules that may be replaced, and whether their output already includes their input
-_REPLACEABLE: Dict[type, bool] = {}
+from .layouts import Capture, Layout, MapLayout, describe_value
+from .probe import Observation, one_clip, probe_shapes, run
+from .sites import attach, block_sites, declared_layout, replace, replaces_residual, residual_stages
 
 
-def register_replaceable(*classes: type, residual: bool) -> None:
-    """Declare modules a block may replace (``replace=path``): ``residual=True`` when the module returns its input
-    plus its update (the block then replaces it as it is), False when its caller adds the input (a branch)."""
-    for cls in classes:
-        _REPLACEABLE[cls] = residual
-
-
-@dataclass
+@dataclass(frozen=True)
 class Placement:
-    """One block to insert, planned from ``plugins[index]``."""
+    """One block to insert, planned from ``plugins[index]``: built as ``cfg``, the child ``name`` of
+    ``host_path``, applied at ``target_path`` (``when``: ``'post'``, ``'pre'`` or ``'replace'``, as a ``branch``
+    there) through ``layout`` (None: inferred from what the check observes); ``where`` describes it."""
 
     index: int
     cfg: dict
@@ -50,7 +40,12 @@ class Placement:
     when: str
     layout: Optional[Layout]
     branch: bool = False
-    channels: int = field(default=0)
+
+
+class Decision(NamedTuple):
+    """What the build-time check decided for a placement: the block's layout and ``in_channels``."""
+    layout: Layout
+    channels: int
 
 
 def _path(prefix: str, name: str) -> str:
@@ -60,11 +55,9 @@ def _path(prefix: str, name: str) -> str:
 def _plan_stages(backbone: nn.Module, entry: dict, index: int, name: str) -> List[Placement]:
     within = entry.get('within')
     if within is not None:
-        names = [n for n, _ in backbone.named_modules() if n]
-        E.check_path(within, names, 'within', index, type(backbone).__name__,
+        E.check_path(within, [n for n, _ in backbone.named_modules() if n], 'within', index, type(backbone).__name__,
                      [n for n, _ in backbone.named_children()])
-    root = backbone.get_submodule(within) if within else backbone
-    stages = residual_stages(root)
+    stages = residual_stages(backbone.get_submodule(within) if within else backbone)
     stage_names = [n for n, _ in stages]
     position = E.check_position(entry.get('position', 'after_block'), index)
     selected = E.normalise_stages(entry.get('stages'), len(stages), index, stage_names)
@@ -72,8 +65,7 @@ def _plan_stages(backbone: nn.Module, entry: dict, index: int, name: str) -> Lis
     placements = []
     for (stage_name, stage), indices in zip(stages, chosen):
         for b in indices:
-            block = stage[b]
-            path = _path(within or '', f'{stage_name}.{b}')
+            block, path = stage[b], _path(within or '', f'{stage_name}.{b}')
             sites = block_sites(block)
             if sites is None:
                 raise TypeError(f'{E.where(index)}: {path} is a {type(block).__name__}, a residual block '
@@ -81,9 +73,9 @@ def _plan_stages(backbone: nn.Module, entry: dict, index: int, name: str) -> Lis
             if position not in sites:
                 raise ValueError(f"{E.where(index)}: field 'position' is {position!r} but {path} is a "
                                  f'{type(block).__name__}, which offers {tuple(sites)}')
-            site = sites[position]
-            placements.append(Placement(index, entry['cfg'], name, f'{path} ({position})', path,
-                                        _path(path, site.module), site.when, E.entry_layout(entry, index)))
+            target = _path(path, sites[position].module)
+            placements.append(Placement(index, entry['cfg'], name, f'{path} ({position})', path, target,
+                                        sites[position].when, _declared(backbone, entry, index, target)))
     return placements
 
 
@@ -98,49 +90,54 @@ def _last_leaf(model: nn.Module, path: str) -> str:
 
 
 def _plan_path(backbone: nn.Module, entry: dict, index: int, name: str, kind: str) -> Placement:
-    names = [n for n, _ in backbone.named_modules() if n]
-    top = [n for n, _ in backbone.named_children()]
-    path = E.check_path(entry.get(kind), names, kind, index, type(backbone).__name__, top)
+    path = E.check_path(entry.get(kind), [n for n, _ in backbone.named_modules() if n], kind, index,
+                        type(backbone).__name__, [n for n, _ in backbone.named_children()])
     target = backbone.get_submodule(path)
-    if isinstance(target, (_NormBase, nn.GroupNorm, nn.LayerNorm)) and kind == 'after':
-        raise ValueError(f"{E.where(index)}: field 'after' names {path!r}, a norm layer "
-                         f'({type(target).__name__}); SyncBN conversion and conv-BN fusion replace norm '
-                         'layers, which would drop the block: name the module after it')
-    layout = E.entry_layout(entry, index)
     if kind == 'after':
+        if isinstance(target, (_NormBase, nn.GroupNorm, nn.LayerNorm)):
+            raise ValueError(f"{E.where(index)}: field 'after' names {path!r}, a norm layer "
+                             f'({type(target).__name__}); SyncBN conversion and conv-BN fusion replace norm '
+                             'layers, which would drop the block: name the module after it')
         hooked = _last_leaf(backbone, path)
-        return Placement(index, entry['cfg'], name, f'the output of {path}', hooked, hooked, 'post', layout)
-    residual = entry.get('residual')
-    if residual is None:
-        residual = next((r for cls, r in _REPLACEABLE.items() if isinstance(target, cls)), None)
+        return Placement(index, entry['cfg'], name, f'the output of {path}', hooked, hooked, 'post',
+                         _declared(backbone, entry, index, hooked))
+    residual = entry.get('residual', replaces_residual(target))
     if not isinstance(residual, bool):
         raise ValueError(f"{E.where(index)}: field 'replace' names {path!r} ({type(target).__name__}); say whether "
                          "its output includes its input: residual=True (the block replaces it as it is) or "
                          "residual=False (its caller adds the input: the block's update replaces it)")
-    return Placement(index, entry['cfg'], name, f'in place of {path}', path, path, 'replace', layout,
-                     branch=not residual)
+    return Placement(index, entry['cfg'], name, f'in place of {path}', path, path, 'replace',
+                     _declared(backbone, entry, index, path), branch=not residual)
 
 
-def plan(backbone: nn.Module, plugins: Sequence[dict], default: str = 'stages') -> List[Placement]:
-    """Check every entry and plan its placements (nothing is changed)."""
+def _declared(backbone: nn.Module, entry: dict, index: int, target: str) -> Optional[Layout]:
+    """The layout an entry gives, else the one the backbone's adapter declares at ``target`` (None: neither)."""
+    return E.entry_layout(entry, index) or declared_layout(backbone, target)
+
+
+def plan(backbone: nn.Module, plugins: Sequence[Optional[dict]], default: str = 'stages') -> List[Placement]:
+    """Check every entry and plan its placements (nothing is changed). ``None`` in ``plugins`` is an entry
+    handled elsewhere (by the backbone's own ``plugins``): it keeps the indices of the others."""
     placements: List[Placement] = []
     taken: Dict[Tuple[str, str], int] = {}
-    for index, entry in enumerate(E.check_entry_list(plugins)):
+    if not isinstance(plugins, (list, tuple)):
+        raise TypeError(f'plugins must be a list of dicts (plugin entries) with keys {E.ENTRY_KEYS} or '
+                        f"{E.AFTER_ENTRY_KEYS}, e.g. [dict(cfg=dict(type='SNLBlock'), after='layer3.4')], got "
+                        f'{type(plugins).__name__}')
+    for index, entry in enumerate(plugins):
+        if entry is None:
+            continue
         kind = E.addressing(entry, index, default)
-        cls = E.resolve_type(entry['cfg'], index)
-        name = E.block_name(cls, entry, index)
-        if kind == 'stages':
-            planned = _plan_stages(backbone, entry, index, name)
-        else:
-            planned = [_plan_path(backbone, entry, index, name, kind)]
+        name = E.block_name(E.resolve_type(entry['cfg'], index), entry, index)
+        planned = (_plan_stages(backbone, entry, index, name) if kind == 'stages' else
+                   [_plan_path(backbone, entry, index, name, kind)])
         for p in planned:
-            host = backbone.get_submodule(p.host_path)
             if (p.host_path, name) in taken:
                 raise ValueError(
                     f"{E.where(index)}: a block named {name!r} is already inserted at {p.host_path} by "
                     f"{E.where(taken[p.host_path, name])}; give one of them a different 'cfg.postfix' "
                     "(e.g. postfix='_2') or 'name'")
-            if p.when != 'replace' and hasattr(host, name):
+            if p.when != 'replace' and hasattr(backbone.get_submodule(p.host_path), name):
                 raise ValueError(f"{E.where(index)}: {p.host_path} already has an attribute {name!r}; set "
                                  "'cfg.postfix' or 'name' to name the inserted block differently")
             taken[p.host_path, name] = index
@@ -148,43 +145,36 @@ def plan(backbone: nn.Module, plugins: Sequence[dict], default: str = 'stages') 
     return placements
 
 
-def _observe(backbone: nn.Module, placements: List[Placement], shapes: Sequence[Sequence[int]]) -> Tuple[int, ...]:
-    """The dry forward: each placement's module runs once; its value gives the layout and the channels. Returns the
-    input shape it ran on (the first of ``shapes`` the backbone takes)."""
-    watched = {i: backbone.get_submodule(p.target_path) for i, p in enumerate(placements)}
-    shape, observers = run_first(backbone, shapes, watched)
-    for i, p in enumerate(placements):
-        seen = observers[i]
-        if seen.calls != 1:
-            raise ValueError(
-                f'{E.where(p.index)}: {p.where} runs {seen.calls} times in one forward of '
-                f'{type(backbone).__name__} (input {tuple(shape)}); a block there would run '
-                f'{"never" if seen.calls == 0 else f"{seen.calls} times"}: name a module that runs exactly '
-                'once (a residual block, a stage\'s last block, a layer)')
-        value = seen.args[0] if p.when in ('pre', 'replace') else seen.output
-        if p.layout is None:
-            p.layout = declared_layout(backbone, p.target_path) or _inferred_layout(value, p, shape)
-        try:
-            with probing(shape[0]):
-                features = p.layout.features(value)
-                block_map, _ = p.layout.to_map(features, seen.args, seen.output)
-        except (ValueError, RuntimeError, TypeError) as err:
-            raise ValueError(f'{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, which layout '
-                             f'{p.layout.describe()} cannot take: {err}') from err
-        if p.when == 'replace' and describe_value(seen.output) != describe_value(seen.args[0]):
-            raise ValueError(f'{E.where(p.index)}: {p.where}: the module maps {describe_value(seen.args[0])} to '
-                             f'{describe_value(seen.output)}; a block keeps the shape, so it can only replace a '
-                             'module that does too')
-        p.channels = int(block_map.shape[1])
-        given = p.cfg.get('in_channels')
-        if given is not None and given != p.channels:
-            raise ValueError(f"{E.where(p.index)}: field 'cfg' gives in_channels={given!r}, but the block at "
-                             f'{p.where} receives {p.channels} channels (observed: {describe_value(value)}, '
-                             f'layout {p.layout.describe()}); leave in_channels out or set it to {p.channels}')
-    return shape
+def decide(backbone: nn.Module, p: Placement, seen: Observation, shape: Sequence[int]) -> Decision:
+    """The layout and channels of a placement's block, from what the build-time check observed there; every
+    shape the layout depends on is checked here, once."""
+    name = type(backbone).__name__
+    if seen.calls != 1:
+        times = 'never' if seen.calls == 0 else f'{seen.calls} times'
+        raise ValueError(f'{E.where(p.index)}: {p.where} runs {seen.calls} times in one forward of {name} (input '
+                         f'{tuple(shape)}); a block there would run {times}: name a module that runs exactly once '
+                         "(a residual block, a stage's last block, a layer)")
+    value = seen.args[0] if p.when in ('pre', 'replace') else seen.output
+    layout = p.layout or _inferred_layout(value, p, shape)
+    try:
+        layout.validate(value, seen.args, seen.output)
+        block_map, _ = layout.to_map(layout.features(value), seen.args, seen.output)
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise ValueError(f'{E.where(p.index)}: at {p.where} the value is {describe_value(value)}, which layout '
+                         f'{layout.describe()} cannot take: {err}') from err
+    if p.when == 'replace' and describe_value(seen.output) != describe_value(seen.args[0]):
+        raise ValueError(f'{E.where(p.index)}: {p.where}: the module maps {describe_value(seen.args[0])} to '
+                         f'{describe_value(seen.output)}; a block keeps the shape, so it can only replace a '
+                         'module that does too')
+    channels, given = int(block_map.shape[1]), p.cfg.get('in_channels')
+    if given is not None and given != channels:
+        raise ValueError(f"{E.where(p.index)}: field 'cfg' gives in_channels={given!r}, but the block at "
+                         f'{p.where} receives {channels} channels (observed: {describe_value(value)}, '
+                         f'layout {layout.describe()}); leave in_channels out or set it to {channels}')
+    return Decision(layout, channels)
 
 
-def _inferred_layout(value, p: Placement, shape: Sequence[int]) -> Layout:
+def _inferred_layout(value: Any, p: Placement, shape: Sequence[int]) -> Layout:
     """A map ``(B, C, *S)``, when the value is one: its last two spatial axes keep the input's aspect ratio (up to
     the rounding of strides), which a channels-last ``(B, H, W, C)`` grid or tokens would not."""
     if hasattr(value, 'dim') and value.dim() in (4, 5) and len(shape) >= 4:
@@ -205,16 +195,16 @@ def _inferred_layout(value, p: Placement, shape: Sequence[int]) -> Layout:
         'element of a tuple')
 
 
-def _build(p: Placement) -> nn.Module:
+def _build(p: Placement, channels: int) -> nn.Module:
     """Build one block with the observed ``in_channels``; a failure names the entry and the place."""
     cfg = dict(p.cfg)
     postfix = cfg.pop('postfix', '')
-    cfg['in_channels'] = p.channels
+    cfg['in_channels'] = channels
     try:
         return build_plugin_layer(cfg, postfix=postfix)[1]
     except (ValueError, TypeError, KeyError, AssertionError) as err:
         message = (f"{E.where(p.index)}: field 'cfg' ({cfg.get('type')!r}) cannot be built at {p.where} with "
-                   f'in_channels={p.channels}: {err}')
+                   f'in_channels={channels}: {err}')
         try:
             new = type(err)(message)
         except TypeError:
@@ -228,26 +218,14 @@ def _mark_loaded(module: nn.Module, state_dict: dict, prefix: str, *args) -> Non
         module._plugin_loaded = True
 
 
-def _install_captures(backbone: nn.Module, layouts: Sequence[Layout]) -> None:
-    installed = backbone.__dict__.setdefault('_snl_mm_captures', [])
-    for layout in layouts:
-        for capture in layout.captures():
-            if not any(c is capture for c in installed):
-                module = backbone.get_submodule(capture.path)
-                if capture.before:
-                    module.register_forward_pre_hook(capture)
-                else:
-                    module.register_forward_hook(capture)
-                installed.append(capture)
-
-
-def insert(backbone: nn.Module, plugins: Sequence[dict], shape: Optional[Sequence[int]] = None,
+def insert(backbone: nn.Module, plugins: Sequence[Optional[dict]], shape: Optional[Sequence[int]] = None,
            default: str = 'stages') -> List[str]:
     """Check the entries, insert their blocks into ``backbone`` and verify them (see the module docstring).
 
     Args:
         backbone (nn.Module): any backbone; stage addressing needs residual stages (``res_layers`` or an adapter).
-        plugins (Sequence[dict]): plugin entries (:mod:`snl_mm.plugins.entries`).
+        plugins (Sequence[dict]): plugin entries (:mod:`snl_mm.plugins.entries`); None for an entry handled
+            elsewhere.
         shape (Sequence[int], optional): input shape of the build-time check (the adapter's or an image by
             default).
         default (str): the addressing of entries without ``after`` or ``replace``: ``'stages'``.
@@ -258,85 +236,100 @@ def insert(backbone: nn.Module, plugins: Sequence[dict], shape: Optional[Sequenc
     placements = plan(backbone, plugins, default)
     if not placements:
         return []
-    for p in placements:  # declared layouts are known before the probe (their captures must run in it)
-        p.layout = p.layout or declared_layout(backbone, p.target_path)
-    _install_captures(backbone, [p.layout for p in placements if p.layout is not None])
-    shape = _observe(backbone, placements, probe_shapes(backbone, shape))
-    built = [_build(p) for p in placements]
-    paths = []
-    for p, block in zip(placements, built):
-        if p.when == 'replace':
-            parent_path, _, child = p.target_path.rpartition('.')
-            replace(backbone.get_submodule(parent_path), child, p.name, block, p.layout, p.branch, p.target_path)
-        else:
-            attach(backbone.get_submodule(p.host_path), p.name, block, backbone.get_submodule(p.target_path),
-                   p.when, p.layout)
-        block._plugin_loaded = False
-        block._plugin_trainable = [param.requires_grad for param in block.parameters()]
-        block.register_load_state_dict_pre_hook(_mark_loaded)
-        paths.append(_path(p.host_path, p.name))
-        if isinstance(p.layout, FramesLayout) and p.layout.num_segments == 'recognizer':
-            backbone.__dict__.setdefault('_snl_mm_runtime_frames', []).append(p.layout)
-    _verify(backbone, placements, built, shape)
+    captures = list({id(c): c for p in placements if p.layout for c in p.layout.captures()}.values())
+    with one_clip(captures):
+        shape, seen = run(backbone, probe_shapes(backbone, shape),
+                          [backbone.get_submodule(p.target_path) for p in placements], captures=captures)
+        decisions = [decide(backbone, p, s, shape) for p, s in zip(placements, seen)]
+        blocks = [_build(p, d.channels) for p, d in zip(placements, decisions)]
+        for c in captures:
+            if c.path is not None:
+                c.install(backbone.get_submodule(c.path))
+        backbone.__dict__.setdefault('_snl_mm_captures', []).extend(captures)
+        for p, d, block in zip(placements, decisions, blocks):
+            if p.when == 'replace':
+                parent, _, child = p.target_path.rpartition('.')
+                replace(backbone.get_submodule(parent), child, p.name, block, d.layout, p.branch, p.target_path)
+            else:
+                attach(backbone.get_submodule(p.host_path), p.name, block, backbone.get_submodule(p.target_path),
+                       p.when, d.layout)
+            block._plugin_loaded = False
+            block._plugin_trainable = [param.requires_grad for param in block.parameters()]
+            block.register_load_state_dict_pre_hook(_mark_loaded)
+        _, ran = run(backbone, [shape], blocks, pre=True)
+    for p, d, r in zip(placements, decisions, ran):
+        received = [int(r.args[0].shape[1])] if r.calls else []
+        if r.calls != 1 or received != [d.channels]:
+            raise ValueError(f'{E.where(p.index)}: the block inserted at {p.where} ran {r.calls} times in the '
+                             f'build-time check (channels seen: {received}, built for {d.channels}); '
+                             'a block must run exactly once per forward')
+    return [_path(p.host_path, p.name) for p in placements]
+
+
+def outer_captures(backbone: nn.Module) -> List[Capture]:
+    """The captures of a backbone's layouts that the model holding it fills (a recogniser's clip count)."""
+    return [c for c in backbone.__dict__.get('_snl_mm_captures', ()) if c.path is None]
+
+
+class WithBlocks:
+    """How a backbone with inserted blocks initialises and trains; its methods replace the instance's
+    ``init_weights`` and ``train`` (methods of an object of the instance's: a deep copy calls its own backbone's).
+
+    * :meth:`init_weights`: the class's own (then ``then``, init configs given beside the entries), then every
+      block back to the identity (its ``init_weights()``, or ``reset_parameters()`` for a plain torch module such
+      as mmcv's ``ContextBlock``): upstream initialisations re-initialise every norm (mmpretrain's ResNet sets all
+      BN weights to 1). A block whose weights a checkpoint loaded meanwhile (``init_cfg=dict(type='Pretrained')``
+      of a network trained with it) keeps them.
+    * :meth:`train`: the class's own (``frozen_stages``, ``norm_eval``...), then a block is frozen as a whole or
+      trained as built. Backbones freeze their pretrained norms on ``train()`` (mmaction2's CSN with
+      ``bn_frozen``); a block's output norm starts at zero and, frozen, would keep it the identity: a block with
+      some parameters still trainable gets the flags it was built with back; one in a frozen stage stays frozen.
+    """
+
+    def __init__(self, module: nn.Module, paths: Sequence[str], then: Optional[Sequence[dict]] = None) -> None:
+        self.module = module
+        self.paths = list(paths)
+        self.then = list(then or [])
+
+    def init_weights(self, *args: Any, **kwargs: Any) -> None:
+        blocks = [self.module.get_submodule(path) for path in self.paths]
+        for block in blocks:
+            block._plugin_loaded = False
+        if hasattr(type(self.module), 'init_weights'):
+            type(self.module).init_weights(self.module, *args, **kwargs)
+        if self.then:
+            initialize(self.module, self.then)
+        for block in blocks:
+            reset = getattr(block, 'init_weights', None) or getattr(block, 'reset_parameters', None)
+            if not block._plugin_loaded and reset is not None:
+                reset()
+
+    def train(self, mode: bool = True) -> nn.Module:
+        type(self.module).train(self.module, mode)
+        for block in (self.module.get_submodule(path) for path in self.paths):
+            params = list(block.parameters())
+            if len(block._plugin_trainable) == len(params) and any(p.requires_grad for p in params):
+                for param, flag in zip(params, block._plugin_trainable):
+                    param.requires_grad_(flag)
+        return self.module
+
+
+def add_plugins(module: nn.Module, plugins: Sequence[Optional[dict]], probe_shape: Optional[Sequence[int]] = None,
+                default: str = 'stages', init_cfg: Union[dict, List[dict], None] = None) -> List[str]:
+    """Insert ``plugins`` into the built backbone ``module`` (:func:`insert`) and make it initialise and train
+    with them (:class:`WithBlocks`, ``init_cfg`` after its own initialisation): ``module.plugin_paths`` lists the
+    blocks' paths, and a backbone that froze stages in its ``__init__`` (before the blocks existed) freezes them
+    again, its blocks inside. Returns the paths."""
+    module.plugin_paths = paths = insert(module, plugins, probe_shape, default) if plugins is not None else []
+    if paths:
+        glue = WithBlocks(module, paths, [init_cfg] if isinstance(init_cfg, dict) else init_cfg)
+        if hasattr(type(module), 'init_weights') or init_cfg:
+            module.init_weights = glue.init_weights
+        module.train = glue.train
+        frozen = getattr(module, 'frozen_stages', -1)
+        if isinstance(frozen, int) and frozen >= 0 and hasattr(module, '_freeze_stages'):
+            module._freeze_stages()
     return paths
 
 
-def _verify(backbone: nn.Module, placements: List[Placement], blocks: List[nn.Module],
-            shape: Sequence[int]) -> None:
-    for p, block, counter in zip(placements, blocks, count_calls(backbone, shape, blocks)):
-        if counter.calls != 1 or counter.channels[:1] != [p.channels]:
-            raise ValueError(f'{E.where(p.index)}: the block inserted at {p.where} ran {counter.calls} times in the '
-                             f'build-time check (channels seen: {counter.channels}, built for {p.channels}); '
-                             'a block must run exactly once per forward')
-
-
-def freeze_like_upstream(model: nn.Module) -> None:
-    """Run the backbone's ``_freeze_stages`` again when it freezes anything (``frozen_stages >= 0``): its
-    ``__init__`` froze its stages before the blocks existed, and blocks in a frozen stage are frozen with it."""
-    frozen = getattr(model, 'frozen_stages', -1)
-    if isinstance(frozen, int) and frozen >= 0 and hasattr(model, '_freeze_stages'):
-        model._freeze_stages()
-
-
-def keep_blocks_trainable(model: nn.Module, paths: Sequence[str]) -> None:
-    """After the backbone's ``train()``: a block is frozen as a whole or trained as it was built.
-
-    Backbones freeze their pretrained norms on ``train()`` (mmaction2's CSN with ``bn_frozen``: every BN's
-    parameters stop requiring gradients). A block's output norm starts at zero; frozen, the block would stay the
-    identity for the whole run. So a block with some parameters still trainable (only its norm was caught) gets
-    the flags it was built with back; a block in a frozen stage (all its parameters frozen) stays frozen.
-    """
-    for path in paths:
-        block = model.get_submodule(path)
-        params = list(block.parameters())
-        flags = getattr(block, '_plugin_trainable', None)
-        if flags is None or len(flags) != len(params):
-            continue
-        if any(p.requires_grad for p in params):
-            for param, flag in zip(params, flags):
-                param.requires_grad_(flag)
-
-
-def init_inserted(model: nn.Module, paths: Sequence[str], upstream_init: Callable[[], None]) -> None:
-    """Run the upstream initialisation, then make every inserted block the identity again.
-
-    Upstream initialisations re-initialise every norm of the model (mmpretrain's ResNet sets all BN weights
-    to 1), which breaks a block's identity init; each inserted block's ``init_weights()`` (or, for a plain
-    torch module, ``reset_parameters()``) restores it. A block whose weights a checkpoint loaded during the
-    upstream initialisation (``init_cfg=dict(type='Pretrained')`` of a network trained with the block) keeps
-    them.
-    """
-    blocks = [model.get_submodule(path) for path in paths]
-    for block in blocks:
-        block._plugin_loaded = False
-    upstream_init()
-    for block in blocks:
-        if block._plugin_loaded:
-            continue
-        reset = getattr(block, 'init_weights', None) or getattr(block, 'reset_parameters', None)
-        if reset is not None:
-            reset()
-
-
-__all__ = ['insert', 'plan', 'init_inserted', 'keep_blocks_trainable', 'register_replaceable', 'Placement',
-           'Capture']
+__all__ = ['add_plugins', 'insert', 'plan', 'decide', 'Placement', 'Decision', 'WithBlocks', 'outer_captures']

@@ -1,90 +1,69 @@
 """How a block sees the data at the place it is inserted: the layout of the feature map there.
 
 A nonlocal block relates the positions of a map ``(B, C, *S)``. Backbones hand their data around in other
-forms, and the block must see the positions it is meant to relate, never a reinterpretation of them:
-
-=============  ===================================================  ==============================================
-layout         the value at the site                                what the block sees
-=============  ===================================================  ==============================================
-``map``        ``(B, C, H, W)`` or ``(B, C, T, H, W)``              the map itself
-``map1d``      ``(B, C, L)``                                        the 1-D map itself (never guessed)
-``channels_   ``(B, *S, C)`` (SAM's ViT, Video Swin)                  the map ``(B, C, *S)`` (never guessed)
-last``
-``frames``     ``(N * T, C, H, W)``: a video with time folded into  the clip ``(N, C, T, H, W)``; ``T`` fixed, the
-               the batch (TSM, TSN, TIN, TANet...)                  backbone's ``num_segments``, or the recogniser's
-                                                                    input (``(N, M, C, H, W)``: ``T = M``)
-``tokens``     ``(B, L, C)``: extra tokens (class, distillation)    the patch grid ``(B, C, *grid)``; extra tokens
-               then the patch tokens (a ViT, Swin, TimeSformer)     pass unchanged
-=============  ===================================================  ==============================================
-
-A layout may also pick one element of a tuple output (``index``): Swin's stages return ``(tokens, hw_shape)``.
+forms, and the block must see the positions it is meant to relate, never a reinterpretation of them: a map as it
+is (:class:`MapLayout`: ``map``, ``map1d``, ``channels_last``), a video with time folded into the batch as its
+clips (:class:`FramesLayout`), tokens as their patch grid (:class:`TokensLayout`); ``docs/plugins.md`` tabulates
+them. A layout may also pick one element of a tuple output (``index``): Swin's stages return ``(tokens, hw_shape)``.
 A tokens layout reads its grid from a fixed shape, from the hooked module's inputs or outputs (Swin's blocks get
-``hw_shape`` as their second argument), or from another module's output earlier in the same forward
-(:class:`Capture`: a ViT's ``patch_embed`` returns the patch resolution).
+``hw_shape`` as their second argument), or from a :class:`Capture` of another module earlier in the same forward
+(a ViT's ``patch_embed`` returns the patch resolution).
+
+Everything that depends on the data's shape is checked once, on the value the build-time check observes
+(:meth:`Layout.validate`); :meth:`Layout.to_map`, which runs at every call, only rearranges, with no Python
+branch on a shape, so that ``torch.fx``, ``torch.export`` and ONNX trace it.
 """
-import contextlib
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-#: what puts the block's output back into the form of the value at the site
-Restore = Callable[[Tensor], Any]
-
-#: batch sizes of the build-time checks running now (a stack: checks do not nest, but stay safe if they do)
-_PROBING: List[int] = []
-
-
-def probing_batch() -> Optional[int]:
-    """The batch size of the build-time check running now, or None outside one."""
-    return _PROBING[-1] if _PROBING else None
-
-
-@contextlib.contextmanager
-def probing(batch: int) -> Iterator[None]:
-    """While the build-time check runs (and reads what it saw): its input is one clip of ``batch`` frames for the
-    frames layouts whose clip length a recogniser gives at run time."""
-    _PROBING.append(batch)
-    try:
-        yield
-    finally:
-        _PROBING.pop()
-
 LAYOUT_TYPES = ('map', 'map1d', 'channels_last', 'frames', 'tokens')
 
 
-@dataclass
 class Capture:
-    """A value recorded from a module's output in each forward (e.g. a ViT's patch resolution).
+    """A value read from a module in every forward, for a layout that needs it at call time.
 
     Args:
-        path (str): the module whose output is recorded, relative to the backbone (``''``: the backbone).
+        path (str | None): the module, relative to the backbone (``''``: the backbone); None: the model that
+            holds the backbone (a video recogniser, whose forward pre-hook the registry installs; the build-time
+            check runs the backbone alone, on one clip, and sets the value to 1 meanwhile).
         index (int | str, optional): the element of a tuple output to keep; ``'grid'``: the spatial shape ``S``
-            of a map output ``(B, C, *S)``; ``'batch'``: the batch size of the module's input (recorded before
-            it runs); the whole output when None.
+            of a map output ``(B, C, *S)``; ``'batch'``: the batch size of the module's input (a pre-hook); the
+            whole output when None.
     """
 
-    path: str
-    index: Union[None, int, str] = None
-
-    def __post_init__(self) -> None:
+    def __init__(self, path: Optional[str], index: Union[None, int, str] = None) -> None:
+        self.path = path
+        self.index = index
         self.value: Any = None
 
-    @property
-    def before(self) -> bool:
-        """Whether the value is read from the module's input, before it runs (a forward pre-hook)."""
-        return self.index == 'batch'
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any = None) -> None:
+    def __call__(self, module: nn.Module, args: tuple, extra: Any = None) -> None:
+        """The hook: ``extra`` is a pre-hook's keyword arguments, or a forward hook's output."""
         if self.index == 'batch':
-            self.value = args[0].shape[0]
+            self.value = (args[0] if args else extra['inputs']).shape[0]
         elif self.index == 'grid':
-            self.value = tuple(output.shape[2:])
+            self.value = extra.shape[2:]
         else:
-            self.value = output if self.index is None else output[self.index]
+            self.value = extra if self.index is None else extra[self.index]
+
+    def install(self, module: nn.Module):
+        """Register the hook on ``module`` (a pre-hook for ``'batch'``, read before the module runs); its handle."""
+        if self.index == 'batch':
+            return module.register_forward_pre_hook(self, with_kwargs=True)
+        return module.register_forward_hook(self)
+
+    def read(self, what: str) -> Any:
+        if self.value is None:
+            raise RuntimeError(f'{what} was not recorded in this forward ({self!r}); with the backbone alone (no '
+                               "video recogniser around it), set the entry's layout, e.g. "
+                               "layout=dict(type='frames', num_segments=T)")
+        return self.value
+
+    def __repr__(self) -> str:
+        return f'Capture({self.path!r}, {self.index!r})'
 
 
 #: where a tokens layout finds its grid: a shape, ``('input', i)``, ``('output', i)`` or a :class:`Capture`
@@ -92,27 +71,17 @@ GridSource = Union[Sequence[int], Tuple[str, int], Capture]
 
 
 class Layout:
-    """The form of the value at a site, and the moves to and from the block's map.
-
-    Args:
-        index (int, optional): the element of a tuple/list value that holds the features; the others pass
-            through unchanged. None: the value is the tensor.
-    """
+    """The form of the value at a site, and the moves to and from the block's map. ``index``: the element of a
+    tuple/list value that holds the features (the others pass through unchanged); None: the value is the tensor."""
 
     type: str = ''
 
     def __init__(self, index: Optional[int] = None) -> None:
         self.index = index
 
-    # -- the value at the site ------------------------------------------------------------------------
     def features(self, value: Any) -> Tensor:
         """The feature tensor in ``value`` (the element ``index`` of a tuple)."""
-        if self.index is None:
-            return value
-        if not isinstance(value, (tuple, list)) or not -len(value) <= self.index < len(value):
-            raise ValueError(f'layout {self.describe()} expects a tuple with an element {self.index}, got '
-                             f'{describe_value(value)}')
-        return value[self.index]
+        return value if self.index is None else value[self.index]
 
     def put_back(self, value: Any, features: Any) -> Any:
         if self.index is None:
@@ -121,20 +90,24 @@ class Layout:
         items[self.index] = features
         return type(value)(items) if isinstance(value, tuple) else items
 
-    # -- the block's map ------------------------------------------------------------------------------
-    def to_map(self, features: Tensor, args: tuple, output: Any) -> Tuple[Tensor, Restore]:
-        """``(map, restore)``: the ``(B, C, *S)`` map the block sees, and how its result goes back.
-
-        Args:
-            features (Tensor): the feature tensor at the site.
-            args (tuple): the hooked module's positional inputs.
-            output: the hooked module's whole output (None before it ran).
-        """
+    def to_map(self, features: Tensor, args: tuple, output: Any) -> Tuple[Tensor, Any]:
+        """``(map, restore)``: the ``(B, C, *S)`` map the block sees in ``features`` (the tensor at the site; the
+        hooked module's positional inputs ``args`` and whole ``output``, None before it ran, are there to read),
+        and the function that puts the block's result back."""
         raise NotImplementedError
 
-    def channels(self, features: Tensor) -> int:
-        """The channels the block sees at this site (its ``in_channels``)."""
-        raise NotImplementedError
+    def validate(self, value: Any, args: tuple, output: Any) -> None:
+        """At build time, on the observed value: raise ValueError unless :meth:`to_map` can take it."""
+        if self.index is not None and not (isinstance(value, (tuple, list)) and -len(value) <= self.index < len(value)):
+            raise ValueError(f'layout {self.describe()} expects a tuple with an element {self.index}, got '
+                             f'{describe_value(value)}')
+        features = self.features(value)
+        if not isinstance(features, Tensor):
+            raise ValueError(f'layout {self.describe()} expects a Tensor, got {describe_value(features)}')
+        self.check(features, args, output)
+
+    def check(self, features: Tensor, args: tuple, output: Any) -> None:
+        """What :meth:`to_map` assumes of the features (their rank, a whole number of clips...)."""
 
     def describe(self) -> str:
         return self.type + (f'[{self.index}]' if self.index is not None else '')
@@ -154,77 +127,55 @@ class MapLayout(Layout):
         self.channels_last = channels_last
         self.type = 'channels_last' if channels_last else 'map1d' if rank == 1 else 'map'
 
-    def to_map(self, features, args, output):
+    def check(self, features, args, output):
         ranks = (self.rank, ) if self.rank else (2, 3)
         if features.dim() - 2 not in ranks:
             raise ValueError(f'layout {self.describe()!r} expects a map with {ranks} spatial axes, got shape '
                              f'{tuple(features.shape)}')
-        if self.channels_last:
-            return features.movedim(-1, 1), lambda y: y.movedim(1, -1)
-        return features, lambda y: y
 
-    def channels(self, features: Tensor) -> int:
-        return features.shape[-1] if self.channels_last else features.shape[1]
+    def to_map(self, features, args, output):
+        if self.channels_last:  # explicit (non-negative) dims: ONNX's TorchScript exporter needs them
+            return features.movedim(features.dim() - 1, 1), lambda y: y.movedim(1, y.dim() - 1)
+        return features, lambda y: y
 
 
 class FramesLayout(Layout):
-    """A video with time folded into the batch: ``(N * T, C, H, W)`` seen as the clip ``(N, C, T, H, W)``.
-
-    Args:
-        num_segments (int | str | Callable[[], int] | Capture): ``T``: a number; ``'recognizer'``, the ``T`` of the
-            video recogniser's current input ``(N, T, C, H, W)`` (recorded by a hook on the recogniser built from
-            the config; the whole input during the build-time check); a function giving it at run time (the
-            backbone's ``num_segments``); or a :class:`Capture` of the number of clips ``N`` (the batch of the
-            backbone's input, for backbones that fold the time of a 5-D input themselves: ``T = N * T / N``).
-        index (int, optional): see :class:`Layout`.
-    """
+    """A video with time folded into the batch: ``(N * T, C, H, W)`` seen as the clip ``(N, C, T, H, W)``, with
+    ``T = num_segments`` fixed (TSM's), or ``N`` counted by ``clips`` at every call (a :class:`Capture`: by the
+    video recogniser for TSN's 2-D backbones, by C2D of its own 5-D input). ``index``: see :class:`Layout`."""
 
     type = 'frames'
 
-    def __init__(self, num_segments: Union[int, str, Callable[[], int], Capture],
+    def __init__(self, num_segments: Optional[int] = None, clips: Optional[Capture] = None,
                  index: Optional[int] = None) -> None:
         super().__init__(index)
-        if not (callable(num_segments) or num_segments == 'recognizer'
-                or (isinstance(num_segments, int) and not isinstance(num_segments, bool) and num_segments > 0)):
-            raise ValueError(f"layout frames: num_segments must be a positive int or 'recognizer', got "
-                             f'{num_segments!r}')
+        if clips is None and not (isinstance(num_segments, int) and not isinstance(num_segments, bool)
+                                  and num_segments > 0):
+            raise ValueError(f'layout frames: num_segments must be a positive int, got {num_segments!r}')
         self.num_segments = num_segments
-        self.recorded: Optional[int] = None
+        self.clips = clips
 
     def captures(self) -> Sequence[Capture]:
-        return (self.num_segments, ) if isinstance(self.num_segments, Capture) else ()
+        return () if self.clips is None else (self.clips, )
 
-    def segments(self, batch: int) -> int:
-        if self.num_segments == 'recognizer':
-            t = self.recorded if self.recorded is not None else probing_batch()
-        elif isinstance(self.num_segments, Capture):
-            clips = self.num_segments.value
-            t = batch // clips if clips else None
-        elif callable(self.num_segments):
-            t = self.num_segments()
-        else:
-            t = self.num_segments
-        if t is None:
-            raise RuntimeError('layout frames: the number of segments T of the folded clips is unknown here (no '
-                               'video recogniser recorded its input); set layout=dict(type=\'frames\', '
-                               'num_segments=T)')
-        if batch % t:
-            raise ValueError(f'layout frames: a batch of {batch} frames is not a whole number of clips of T={t}')
-        return t
-
-    def to_map(self, features, args, output):
+    def check(self, features, args, output):
         if features.dim() != 4:
             raise ValueError(f'layout frames expects (N * T, C, H, W), got shape {tuple(features.shape)}')
-        nt, c, h, w = features.shape
-        t = self.segments(nt)
-        clip = features.reshape(nt // t, t, c, h, w).transpose(1, 2)
-        return clip, lambda y: y.transpose(1, 2).reshape(nt, c, h, w)
+        batch = features.shape[0]
+        if self.clips is None and batch % self.num_segments:
+            raise ValueError(f'layout frames: a batch of {batch} frames is not a whole number of clips of '
+                             f'T={self.num_segments}')
+        if self.clips is not None and batch % self.clips.read('the number of clips'):
+            raise ValueError(f'layout frames: a batch of {batch} frames does not split into {self.clips.value} '
+                             'clips')
 
-    def channels(self, features: Tensor) -> int:
-        return features.shape[1]
+    def to_map(self, features, args, output):
+        folded = (-1, self.num_segments) if self.clips is None else (self.clips.read('the number of clips'), -1)
+        clip = features.unflatten(0, folded).transpose(1, 2)
+        return clip, lambda y: y.transpose(1, 2).flatten(0, 1)
 
     def describe(self) -> str:
-        t = 'backbone' if callable(self.num_segments) else self.num_segments
+        t = self.num_segments if self.clips is None else f'N*T/N, N from {self.clips!r}'
         return f'frames(T={t})' + (f'[{self.index}]' if self.index is not None else '')
 
 
@@ -253,43 +204,37 @@ class TokensLayout(Layout):
     def captures(self) -> Sequence[Capture]:
         return (self.grid, ) if isinstance(self.grid, Capture) else ()
 
-    def grid_shape(self, args: tuple, output: Any) -> Tuple[int, ...]:
+    def grid_shape(self, args: tuple, output: Any) -> Sequence[int]:
         source = self.grid
         if isinstance(source, Capture):
-            value = source.value
-        elif isinstance(source, tuple) and len(source) == 2 and source[0] in ('input', 'output'):
-            value = (args if source[0] == 'input' else output)[source[1]]
-        else:
-            value = source
-        if value is None:
-            raise RuntimeError(f'layout {self.describe()}: the token grid was not recorded in this forward')
-        return tuple(int(v) for v in value)
+            return source.read('the token grid')
+        if isinstance(source, tuple) and len(source) == 2 and source[0] in ('input', 'output'):
+            return (args if source[0] == 'input' else output)[source[1]]
+        return source
+
+    def check(self, features, args, output):
+        grid = tuple(int(g) for g in self.grid_shape(args, output))
+        e = self.extra_tokens
+        if features.dim() != 3 or features.shape[1] != e + math.prod(grid):
+            raise ValueError(f'layout {self.describe()} expects tokens (B, {e} + {math.prod(grid)}, C) for the grid '
+                             f'{grid}, got shape {tuple(features.shape)}')
 
     def to_map(self, features, args, output):
         grid = self.grid_shape(args, output)
-        b, length, c = features.shape if features.dim() == 3 else (None, None, None)
         e = self.extra_tokens
-        if b is None or length != e + math.prod(grid):
-            raise ValueError(f'layout {self.describe()} expects tokens (B, {e} + {math.prod(grid)}, C) for the grid '
-                             f'{grid}, got shape {tuple(features.shape)}')
-        extra, patches = features[:, :e], features[:, e:]
+        extra, patches = features[:, :e], features[:, e:].transpose(1, 2)  # (B, C, P)
         if self.order == 'space_time':  # (p t): patch outer, time inner -> (B, C, T, H, W)
-            t, spatial = grid[0], grid[1:]
-            grid_map = patches.reshape(b, *spatial, t, c).movedim(-2, 1).movedim(-1, 1)
+            grid_map = patches.unflatten(2, (*grid[1:], grid[0])).movedim(len(grid) + 1, 2)
         else:
-            grid_map = patches.reshape(b, *grid, c).movedim(-1, 1)
+            grid_map = patches.unflatten(2, grid)
 
         def restore(y: Tensor) -> Tensor:
             if self.order == 'space_time':
-                tokens = y.movedim(1, -1).movedim(1, -2).reshape(b, -1, c)
-            else:
-                tokens = y.movedim(1, -1).reshape(b, -1, c)
+                y = y.movedim(2, len(grid) + 1)
+            tokens = y.flatten(2).transpose(1, 2)
             return tokens if e == 0 else torch.cat([extra, tokens], dim=1)
 
         return grid_map, restore
-
-    def channels(self, features: Tensor) -> int:
-        return features.shape[-1]
 
     def describe(self) -> str:
         grid = self.grid if isinstance(self.grid, (tuple, list)) and not isinstance(self.grid[0], str) else '...'
@@ -319,7 +264,7 @@ def layout_from_config(spec: Union[str, Dict], where: str) -> Layout:
         'map': lambda index=None: MapLayout(None, index),
         'map1d': lambda index=None: MapLayout(1, index),
         'channels_last': lambda index=None: MapLayout(None, index, channels_last=True),
-        'frames': lambda num_segments, index=None: FramesLayout(num_segments, index),
+        'frames': lambda num_segments, index=None: FramesLayout(num_segments, index=index),
         'tokens': lambda grid, extra_tokens=0, order='row', index=None: TokensLayout(
             tuple(grid), extra_tokens, order, index),
     }

@@ -2,24 +2,20 @@
 
 The probe runs in eval mode without gradients, from a private random generator, and puts every module back in
 the mode it was in: building a model with blocks changes neither the global random state nor any statistics.
-The input is the backbone's own (:func:`~snl_mm.plugins.sites.register_probe` by its adapter), the entry's
-``probe_shape``, or one image of the size the backbone keeps as ``img_size`` (else 224 x 224) with the channels of
-the backbone's first convolution.
+Its input: :func:`probe_shapes`.
 """
 import contextlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layouts import probing
+from .layouts import Capture
 from .sites import declared_probe
 
-#: the image size of the check when nothing else says (what most image backbones are built for). The check tries
-#: a 224 x 160 image first (:func:`wide_width`): most backbones take it, and it tells a feature map (B, C, H, W),
-#: whose last two axes keep that ratio, from a square attention map (B, heads, L, L) or a channels-last grid
-#: (B, H, W, C).
+#: the image size of the check when nothing else says (what most image backbones are built for); the check tries
+#: a 224 x 160 image first (:func:`wide_width`)
 DEFAULT_SPATIAL = (224, 224)
 #: ... and for a video backbone (its first convolution is 3-D): one clip of 8 frames of 64 x 64
 DEFAULT_CLIP = (8, 64, 64)
@@ -37,30 +33,20 @@ def probe_shapes(backbone: nn.Module, shape: Optional[Sequence[int]] = None) -> 
     declared = declared_probe(backbone)
     if declared is not None:
         return [declared]
-    first = first_conv(backbone)
-    if isinstance(first, nn.Conv3d):  # a video backbone: one clip
-        return [(1, first.in_channels, *DEFAULT_CLIP)]
-    height, width = expected_size(backbone)
     channels = input_channels(backbone)
-    wide = (1, channels, height, wide_width(width) if width == height else width)
-    return [wide, (1, channels, height, height)]
+    if isinstance(_first_conv(backbone), nn.Conv3d):  # a video backbone: one clip
+        return [(1, channels, *DEFAULT_CLIP)]
+    height, width = expected_size(backbone)
+    return [(1, channels, height, wide_width(width) if width == height else width), (1, channels, height, height)]
 
 
 def wide_width(size: int) -> int:
     """The width of the check's first image for a backbone built for ``size x size`` images: about 5/7 of it, a
-    ratio no common stride or channel count makes look square, rounded down to a multiple of 32 (the largest
-    stride of most backbones) where the image is large enough: 224 -> 160, 64 -> 32."""
+    ratio no common stride or channel count makes look square (a feature map keeps it, a square attention map or a
+    channels-last grid does not), rounded down to a multiple of 32 (the largest stride of most backbones) where the
+    image is large enough: 224 -> 160, 64 -> 32."""
     width = size * 5 // 7
     return width // 32 * 32 if width >= 32 else max(1, width)
-
-
-def probe_shape(backbone: nn.Module, shape: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
-    """The first input shape the build-time check tries (:func:`probe_shapes`)."""
-    return probe_shapes(backbone, shape)[0]
-
-
-def first_conv(backbone: nn.Module) -> Optional[nn.Module]:
-    return next((m for m in backbone.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
 
 
 def expected_size(backbone: nn.Module) -> Tuple[int, int]:
@@ -75,19 +61,21 @@ def expected_size(backbone: nn.Module) -> Tuple[int, int]:
     return DEFAULT_SPATIAL
 
 
+def _first_conv(backbone: nn.Module) -> Optional[nn.Module]:
+    return next((m for m in backbone.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+
+
 def input_channels(backbone: nn.Module) -> int:
     """The input channels of a backbone: those of its first convolution (3 when it has none)."""
-    first = first_conv(backbone)
-    return first.in_channels if first is not None else 3
+    return getattr(_first_conv(backbone), 'in_channels', 3)
 
 
 @contextlib.contextmanager
-def evaluation(model: nn.Module, batch: int) -> Iterator[None]:
-    """Eval mode, no gradients and a forked random state for the duration; training flags restored after. Layouts
-    whose clip length comes from a recogniser take the whole probe batch as one clip meanwhile."""
+def evaluation(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no gradients and a forked random state for the duration; training flags restored after."""
     modes = {m: m.training for m in model.modules()}
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), probing(batch):
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
             model.eval()
             yield
     finally:
@@ -95,83 +83,65 @@ def evaluation(model: nn.Module, batch: int) -> Iterator[None]:
             m.training = training
 
 
+@contextlib.contextmanager
+def one_clip(captures: Sequence[Capture]) -> Iterator[None]:
+    """The check's input is one clip: the ``captures`` that the model around the backbone fills (``path=None``,
+    a recogniser's count of clips) count one meanwhile."""
+    outer = [c for c in captures if c.path is None]
+    for capture in outer:
+        capture.value = 1
+    try:
+        yield
+    finally:
+        for capture in outer:
+            capture.value = None
+
+
 def probe_input(shape: Sequence[int]) -> Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(*shape, generator=generator)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
 
 
-class Observer:
-    """Counts the calls of one module during the probe and keeps what it saw (inputs and output)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.args: tuple = ()
-        self.output: Any = None
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self.calls += 1
-        self.args, self.output = args, output
+class Observation(NamedTuple):
+    """What the check saw of one module: how often it ran, its last positional inputs and output."""
+    calls: int
+    args: tuple
+    output: Any
 
 
-def run_first(model: nn.Module, shapes: Sequence[Sequence[int]],
-              watched: Dict[Any, nn.Module]) -> Tuple[Tuple[int, ...], Dict[Any, 'Observer']]:
-    """:func:`run` on the first of ``shapes`` the model takes; ``(that shape, the observers)``."""
-    for shape in shapes[:-1]:
-        try:
-            return tuple(shape), run(model, shape, watched)
-        except RuntimeError:
-            continue
-    return tuple(shapes[-1]), run(model, shapes[-1], watched)
-
-
-def run(model: nn.Module, shape: Sequence[int], watched: Dict[Any, nn.Module]) -> Dict[Any, Observer]:
-    """One dry forward of ``model`` on an input of ``shape``, observing every module of ``watched``.
+def run(model: nn.Module, shapes: Sequence[Sequence[int]], watched: Sequence[nn.Module], pre: bool = False,
+        captures: Sequence[Capture] = ()) -> Tuple[Tuple[int, ...], List[Observation]]:
+    """One dry forward of ``model`` on the first of ``shapes`` it takes, observing every module of ``watched``
+    (their inputs only, before they run, with ``pre``) while the ``captures`` record.
 
     Returns:
-        dict: the key of each watched module -> its :class:`Observer`.
+        tuple: the input shape it ran on, and one :class:`Observation` per watched module.
 
     Raises:
-        RuntimeError: the forward failed; the message says it was the build-time check and how to give it
-            another input (``probe_shape``).
+        RuntimeError: the forward failed on every shape; the message says it was the build-time check and how to
+            give it another input (``probe_shape``).
     """
-    observers = {key: Observer() for key in watched}
-    handles = [module.register_forward_hook(observers[key]) for key, module in watched.items()]
-    try:
-        with evaluation(model, shape[0]):
-            model(probe_input(shape))
-    except Exception as err:  # noqa: BLE001 (any failure of the forward is reported with its context)
-        raise RuntimeError(
-            f'the build-time check of the plugin entries runs one forward of {type(model).__name__} on an input '
-            f'of shape {tuple(shape)}, which failed: {type(err).__name__}: {err}. Give the backbone config an '
-            'input it accepts: probe_shape=(B, C, ...)') from err
-    finally:
-        for handle in handles:
-            handle.remove()
-    return observers
+    for i, shape in enumerate(shapes):
+        seen: List[List[Any]] = [[0, (), None] for _ in watched]
 
+        def observer(record: List[Any]):
+            def hook(module: nn.Module, args: tuple, output: Any = None) -> None:
+                record[:] = [record[0] + 1, args, output]
+            return hook
 
-class CallCounter:
-    """Forward pre-hook of an inserted block: counts its calls and records the channels it received."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.channels: List[int] = []
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        self.calls += 1
-        if args and isinstance(args[0], Tensor) and args[0].dim() > 1:
-            self.channels.append(int(args[0].shape[1]))
-
-
-def count_calls(model: nn.Module, shape: Sequence[int], blocks: Sequence[nn.Module]) -> List[CallCounter]:
-    """One dry forward counting the calls of each of ``blocks``."""
-    counters = [CallCounter() for _ in blocks]
-    handles = [b.register_forward_pre_hook(c) for b, c in zip(blocks, counters)]
-    try:
-        with evaluation(model, shape[0]):
-            model(probe_input(shape))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return counters
-
+        handles = [m.register_forward_pre_hook(observer(r)) if pre else m.register_forward_hook(observer(r))
+                   for m, r in zip(watched, seen)]
+        handles += [c.install(model.get_submodule(c.path)) for c in captures if c.path is not None]
+        try:
+            with evaluation(model):
+                model(probe_input(shape))
+            return tuple(shape), [Observation(*record) for record in seen]
+        except Exception as err:  # noqa: BLE001 (any failure of the forward is reported with its context)
+            if i + 1 < len(shapes):
+                continue
+            raise RuntimeError(
+                f'the build-time check of the plugin entries runs one forward of {type(model).__name__} on an '
+                f'input of shape {tuple(shape)}, which failed: {type(err).__name__}: {err}. Give the backbone '
+                'config an input it accepts: probe_shape=(B, C, ...)') from err
+        finally:
+            for handle in handles:
+                handle.remove()

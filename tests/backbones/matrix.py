@@ -1,4 +1,4 @@
-"""One SNL block in any backbone of the toolboxes, by config, checked: the logic of ``test_matrix.py``.
+"""One block of the catalogue in any backbone of the toolboxes, by config, checked: the logic of ``test_matrix.py``.
 
 :func:`middle_entry` chooses a middle position for a backbone by a rule that does not look at its class name:
 
@@ -9,10 +9,11 @@
   run once and produce a map ``(B, C, *S)`` or a value whose layout the backbone's adapter declares.
 
 :func:`check_backbone` builds the backbone from a toolbox's shipped config with that entry (the config path a
-user takes: ``model.backbone.plugins=[...]`` on the upstream type) and checks the invariants of
-``/work/shared/spec/integration.md`` section 4.
+user takes: ``model.backbone.plugins=[...]`` on the upstream type) and checks the invariants of the integration
+spec (section 4); :data:`MATRIX_BLOCKS` are the blocks the matrix takes in turn.
 """
 import copy
+import inspect
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -22,14 +23,36 @@ from mmengine.registry import MODELS, init_default_scope
 from torch import Tensor
 
 from snl_mm.blocks import find_blocks
+from snl_mm.blocks.catalogue import ALL_BLOCK_NAMES
+from snl_mm.registry import ROOT_MODELS
 from snl_mm.plugins import block_sites, residual_stages
-from snl_mm.plugins.build import plugins_not_implemented
-from snl_mm.plugins.probe import evaluation, probe_input, probe_shape, probe_shapes
-from snl_mm.plugins.sites import declared_layout
+from snl_mm.plugins.insert import outer_captures
+from snl_mm.plugins.probe import evaluation, one_clip, probe_input, probe_shapes
+from snl_mm.plugins.sites import declared_layout, native_positions
 from snl_mm.utils import accepts_argument
-from tests.helpers import randomise_norms_
+from tests.helpers import randomise_, randomise_norms_
 
-BLOCK = dict(type='SNLBlock', inner_channels=8)
+
+def _takes_one_map(cls: type) -> bool:
+    """Whether a block's forward needs one tensor, which may be a 2-D or a 3-D map."""
+    required = [p for p in list(inspect.signature(cls.forward).parameters.values())[1:]
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) == 1 and {2, 3} <= set(getattr(cls, 'spatial_ranks', (2, 3)))
+
+
+#: the package's blocks of the catalogue that are registered and take a single 2-D or 3-D map, in its order
+MATRIX_BLOCKS = [name for name in ALL_BLOCK_NAMES if ROOT_MODELS.get(name) is not None
+                 and _takes_one_map(ROOT_MODELS.get(name))]
+
+
+def block_config(name: str) -> dict:
+    """``name`` with its defaults, its inner width 8 where it has one (a test on a 2-core machine)."""
+    cls = ROOT_MODELS.get(name)
+    narrow = {key: 8 for key in ('inner_channels', 'key_channels') if accepts_argument(cls, key)}
+    return dict(type=name, **narrow)
+
+
+BLOCK = block_config('SNLBlock')
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -47,13 +70,12 @@ def backbone_config(scope: str, config: str, overrides: Dict[str, Any] = None) -
 
 
 def _native(backbone: nn.Module) -> bool:
-    return accepts_argument(type(backbone), 'plugins') and not hasattr(backbone, 'insert_plugins') \
-        and not plugins_not_implemented(type(backbone))
+    return accepts_argument(type(backbone), 'plugins') and bool(native_positions(type(backbone)))
 
 
 def _runs(backbone: nn.Module, shape) -> bool:
     try:
-        with evaluation(backbone, shape[0]):
+        with evaluation(backbone):
             backbone(probe_input(shape))
     except Exception:  # noqa: BLE001 (a backbone that needs its own input size)
         return False
@@ -100,7 +122,7 @@ def _candidates(backbone: nn.Module, shape) -> List[str]:
     handles = [m.register_forward_hook(watch(p)) for p, m in backbone.named_modules()
                if p and p.count('.') <= 3 and not isinstance(m, _NORMS)]
     try:
-        with evaluation(backbone, shape[0]):
+        with evaluation(backbone):
             backbone(probe_input(shape))
     finally:
         for h in handles:
@@ -127,7 +149,7 @@ def middle_entry(backbone: nn.Module, shape=None) -> dict:
     entry = _stage_entry(backbone)
     if entry is not None:
         return entry
-    candidates = _candidates(backbone, shape or probe_shape(backbone))
+    candidates = _candidates(backbone, shape or probe_shapes(backbone)[0])
     if not candidates:
         raise LookupError(f'{type(backbone).__name__}: no module runs once and gives a map or a declared layout')
     return dict(cfg=BLOCK, after=candidates[len(candidates) // 2])
@@ -143,9 +165,9 @@ def _tensors(value) -> List[Tensor]:
     return []
 
 
-def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None,
-                   entry: Dict[str, Any] = None) -> Tuple[str, List[str]]:
-    """Build the backbone of ``config`` (with ``overrides``) plain and with one SNL block by config (at ``entry``'s
+def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None, entry: Dict[str, Any] = None,
+                   block: dict = BLOCK) -> Tuple[str, List[str]]:
+    """Build the backbone of ``config`` (with ``overrides``) plain and with one ``block`` by config (at ``entry``'s
     place, a middle position by default); check the invariants.
 
     Returns:
@@ -158,8 +180,8 @@ def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None,
     cfg = backbone_config(scope, config, overrides)
     plain = MODELS.build(cfg)
     native = _native(plain)
-    shape = given_shape or (probe_shape(plain) if native else small_probe(plain))
-    entry = dict(cfg=BLOCK, **entry) if entry else middle_entry(plain, shape)
+    shape = given_shape or (probe_shapes(plain)[0] if native else small_probe(plain))
+    entry = dict(entry or middle_entry(plain, shape), cfg=block)
     model = MODELS.build(dict(cfg, plugins=[entry]) if native else dict(cfg, plugins=[entry], probe_shape=shape))
     # the user's backbone stays the user's: same class, only the blocks added
     assert type(model) is type(plain), (type(model), type(plain))
@@ -172,7 +194,8 @@ def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None,
     calls = {path: [] for path in blocks}
     handles = [block.register_forward_pre_hook(lambda m, args, path=path: calls[path].append(args[0].shape[1]))
                for path, block in blocks.items()]
-    with evaluation(model, shape[0]), evaluation(plain, shape[0]):
+    captures = outer_captures(model)
+    with evaluation(model), evaluation(plain), one_clip(captures):
         plain_outs = _tensors(plain(probe_input(shape)))
         # after a forward (lazy buffers exist); keys the backbone's state dict leaves out itself (Swin V2 rebuilds
         # its relative position tables) are missing from any checkpoint of it
@@ -189,13 +212,13 @@ def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None,
     assert len(outs) == len(plain_outs) and all(torch.equal(a, b) for a, b in zip(outs, plain_outs))
     # blocks that are not the identity change the output
     for block in blocks.values():
-        randomise_norms_(block, seed=2)
-    with evaluation(model, shape[0]):
+        randomise_(block, std=0.05, seed=2)
+    with evaluation(model), one_clip(captures):
         changed = _tensors(model(probe_input(shape)))
     assert any(not torch.equal(a, b) for a, b in zip(changed, plain_outs))
     # forward and backward in training mode, on two samples (batch norms need more than one value per channel)
-    for layout in model.__dict__.get('_snl_mm_runtime_frames', ()):
-        layout.recorded = shape[0]  # a TSN-style backbone's clip is the check's whole input
+    for capture in captures:
+        capture.value = 2  # the clips of a TSN-style backbone, which its recogniser counts: two of the check's input
     for seen in calls.values():
         seen.clear()
     model.train()
@@ -206,6 +229,7 @@ def check_backbone(scope: str, config: str, overrides: Dict[str, Any] = None,
         handle.remove()
     assert all(seen == [blocks[path].in_channels] for path, seen in calls.items()), calls
     for block in blocks.values():
-        assert block.norm.weight.grad is not None and torch.isfinite(block.norm.weight.grad).all()
+        grads = [p.grad for p in block.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
     where = entry.get('after') or f"stages={entry['stages']}, blocks={entry.get('blocks')}, {entry['position']}"
     return where, list(blocks)

@@ -1,15 +1,18 @@
-"""One SNL block, added by config, in every backbone mmpretrain, mmaction2 and mmsegmentation register and build from
-one of their shipped configs (see ``matrix.py`` for the rule that picks a middle position and the checks).
+"""One block, added by config, in every backbone mmpretrain, mmaction2 and mmsegmentation register and build from
+one of their shipped configs (see ``matrix.py`` for the rule that picks a middle position and the checks); the
+backbones take the package's blocks of the catalogue in turn (``matrix.MATRIX_BLOCKS``: every registered block
+that takes a single map, each at least once). Without ``plugins`` every one of them builds as upstream builds it.
 
 Each backbone is taken from the smallest of its shipped configs; ``SHRINK`` makes a few large ones smaller for a
 CPU test (fewer layers, a smaller input), without changing their class. ``EXCLUDED`` lists, with the reason, the
 registered backbones no shipped config builds here or whose input is not a map of positions.
 """
 import pytest
-from mmengine.registry import MODELS
+import torch
+from mmengine.registry import MODELS, init_default_scope
 
 from snl_mm.utils import mmseg_available
-from tests.backbones.matrix import check_backbone
+from tests.backbones.matrix import MATRIX_BLOCKS, backbone_config, block_config, check_backbone
 
 CONFIGS = {
     'mmpretrain': {
@@ -166,7 +169,6 @@ EXCLUDED = {
                                       'step (ConvNeXt is covered)',
     ('mmpretrain', 'SparseResNet'): 'SparK pre-training backbone: its forward needs the mask of a pre-training step '
                                     '(ResNet is covered)',
-    ('mmaction', 'DRN'): 'absent from the mmaction2 1.2.0 wheel (mmaction2#2714): the name holds a placeholder',
     ('mmaction', 'MobileNetV2'): 'no shipped config of mmaction2 builds it (MobileNetV2TSM, its subclass, is covered)',
     ('mmaction', 'ResNet3dLayer'): 'no shipped config of mmaction2 builds it (a single stage, used by detection heads)',
     ('mmaction', 'ResNetTIN'): "its temporal interlace (mmcv.ops.tin_shift) has no CPU implementation",
@@ -209,10 +211,39 @@ def test_every_registered_backbone_is_covered_or_excluded(scope):
 
 
 CASES = [(scope, name) for scope in CONFIGS for name in CONFIGS[scope]]
+#: the block each backbone takes: the matrix's blocks in turn
+BLOCKS = {case: MATRIX_BLOCKS[i % len(MATRIX_BLOCKS)] for i, case in enumerate(CASES)}
 
 
-@pytest.mark.parametrize('scope, name', CASES, ids=[f'{s}.{n}' for s, n in CASES])
+def test_every_block_takes_a_turn():
+    assert len(MATRIX_BLOCKS) <= len(CASES) and set(BLOCKS.values()) == set(MATRIX_BLOCKS)
+    assert {'NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock'} <= set(MATRIX_BLOCKS)
+
+
+@pytest.mark.parametrize('scope, name', CASES, ids=[f'{s}.{n}-{BLOCKS[s, n]}' for s, n in CASES])
 def test_one_block_by_config(scope, name):
     if not _available(scope):
         pytest.skip('mmsegmentation needs the compiled mmcv (tools/build_mmcv.sh)')
-    check_backbone(SCOPES[scope], CONFIGS[scope][name], SHRINK.get((scope, name), {}), ENTRIES.get((scope, name)))
+    check_backbone(SCOPES[scope], CONFIGS[scope][name], SHRINK.get((scope, name), {}), ENTRIES.get((scope, name)),
+                   block=block_config(BLOCKS[scope, name]))
+
+
+@pytest.mark.parametrize('scope, name', CASES, ids=[f'{s}.{n}' for s, n in CASES])
+def test_without_plugins_upstream_builds_it(scope, name):
+    """A config without ``plugins`` builds through the package's registry wrapper exactly as through upstream's own
+    build function: the same class, the same state dict, no hook added anywhere."""
+    if not _available(scope):
+        pytest.skip('mmsegmentation needs the compiled mmcv (tools/build_mmcv.sh)')
+    init_default_scope(SCOPES[scope])
+    overrides = {k: v for k, v in SHRINK.get((scope, name), {}).items() if k != 'probe_shape'}
+    cfg = backbone_config(SCOPES[scope], CONFIGS[scope][name], overrides)
+    torch.manual_seed(0)
+    ours = MODELS.build(cfg)
+    torch.manual_seed(0)
+    theirs = MODELS.build_func.__wrapped__(cfg, registry=MODELS)
+    assert type(ours) is type(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    for model in (ours, theirs):
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert set(vars(ours)) == set(vars(theirs))

@@ -1,4 +1,4 @@
-"""mmaction2 1.2.0's missing ``localizers/drn`` (snl_mm.backbones.mmaction_drn, mmaction2#2714)."""
+"""mmaction2 1.2.0's missing ``localizers/drn`` (snl_mm.patches.mmaction_drn, mmaction2#2714)."""
 import ast
 import importlib.util
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snl_mm.backbones import mmaction_drn
+from snl_mm.patches import mmaction_drn
 
 MMACTION_DIR = Path(importlib.util.find_spec('mmaction').submodule_search_locations[0])
 

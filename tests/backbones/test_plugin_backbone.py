@@ -1,4 +1,4 @@
-"""PluginBackbone: blocks after named submodules of any registered backbone, invisible in state dicts."""
+"""PluginBackbone: blocks after named submodules of any registered backbone, which keeps its class and keys."""
 import copy
 
 import pytest
@@ -23,6 +23,7 @@ def test_keys_are_those_of_the_plain_backbone_plus_the_blocks(keys_under):
     model = r18_wrapper()
     plain = PlainResNet(depth=18)
     assert model.plugin_paths == ['layer3.0.snl_block', 'layer2.1.conv2.nl_block']
+    assert type(model) is type(plain)  # a thin alias: the wrapped backbone itself
     keys = set(model.state_dict())
     block_keys = keys_under(model.state_dict(), model.plugin_paths, counters=True)
     assert keys - set(block_keys) == set(plain.state_dict())
@@ -72,7 +73,7 @@ def test_pretrained_init_cfg(where, tmp_path, randomise_norms_):
         model = PluginBackbone(backbone=dict(type='mmpretrain.ResNet', depth=18, init_cfg=pretrained),
                                plugins=[dict(cfg=SNL, after='layer4.0')])
     model.init_weights()
-    block = model.backbone.layer4[0].snl_block
+    block = model.layer4[0].snl_block
     assert torch.count_nonzero(block.norm.weight) == 0
     model.eval()
     plain.eval()
@@ -138,12 +139,12 @@ def test_vgg_channels_inferred_and_identity(randomise_norms_, keys_under):
                               plugins=[dict(cfg=SNL, after='features.6'),
                                        dict(cfg=dict(type='CCBlock'), after='features.8')]))
     assert model.plugin_paths == ['features.6.snl_block', 'features.8.' + model.plugin_paths[1].split('.')[-1]]
-    assert model.backbone.features[6].snl_block.in_channels == 256
-    assert model.backbone.get_submodule(model.plugin_paths[1]).in_channels == 512
+    assert model.features[6].snl_block.in_channels == 256
+    assert model.get_submodule(model.plugin_paths[1]).in_channels == 512
     model.init_weights()  # VGG's init sets every BN weight to 1; the blocks are the identity again
-    randomise_norms_(model.backbone.features, seed=4)
+    randomise_norms_(model.features, seed=4)
     for path in model.plugin_paths:
-        model.backbone.get_submodule(path).init_weights()
+        model.get_submodule(path).init_weights()
     from mmpretrain.models import VGG
     plain = VGG(depth=11, norm_cfg=dict(type='BN'), out_indices=(4, ))
     state = model.state_dict()
@@ -155,6 +156,6 @@ def test_vgg_channels_inferred_and_identity(randomise_norms_, keys_under):
     with torch.no_grad():
         assert torch.equal(model(x)[0], plain(x)[0])
         twin = copy.deepcopy(model)
-        randomise_norms_(twin.backbone.features[6].snl_block, seed=5)
+        randomise_norms_(twin.features[6].snl_block, seed=5)
         assert not torch.equal(twin(x)[0], plain(x)[0])
         assert torch.equal(model(x)[0], plain(x)[0])

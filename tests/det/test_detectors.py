@@ -63,12 +63,9 @@ PLACEMENTS = {
 
 
 def backbone_blocks(backbone) -> dict:
-    """``{path: block}`` of the nonlocal blocks of a backbone, paths as its state dict names them
-    (``snl_mm.PluginBackbone`` adds no prefix of its own)."""
-    blocks = find_blocks(backbone)
-    if type(backbone).__name__ == 'PluginBackbone':
-        blocks = {path[len('backbone.'):]: block for path, block in blocks.items()}
-    return blocks
+    """``{path: block}`` of the nonlocal blocks of a backbone (``snl_mm.PluginBackbone`` returns the backbone it
+    wraps: no prefix of its own)."""
+    return find_blocks(backbone)
 
 
 def build(model_cfg: dict):

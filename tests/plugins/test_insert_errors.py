@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 from snl_mm.backbones import PluginBackbone, PreResNet, ResNet
+from snl_mm.blocks import BLOCK_NAMES
 from snl_mm.plugins import UnknownPluginError, insert
 from snl_mm.registry import MODELS
 
@@ -17,8 +18,8 @@ def resnet18(*entries):
 @pytest.mark.parametrize('entry, error, patterns', [
     # unknown block type: the registered blocks are listed
     (dict(cfg=dict(type='SNLBlok')), UnknownPluginError,
-     [r'plugins\[0\]', r"'cfg.type'", "'SNLBlok'", r"did you mean \['SNLBlock'",
-      "'A2Block', 'CCBlock', 'CGNLBlock'", "'NLBlock', 'NSBlock', 'SNLBlock'"]),
+     [r'plugins\[0\]', r"'cfg.type'", "'SNLBlok'", r"did you mean \['SNLBlock'", 'Registered blocks: ']
+     + [f"'{name}'" for name in BLOCK_NAMES]),
     # in_channels comes from the build-time check; a given one must agree
     (dict(cfg=dict(type='SNLBlock', in_channels=256)), ValueError,
      [r'plugins\[0\]', "'cfg' gives in_channels=256", r'layer1\.0 \(after_block\) receives 64 channels']),

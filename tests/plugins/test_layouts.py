@@ -19,7 +19,11 @@ def test_frames_fold_time_out_of_the_batch():
     assert torch.equal(clip[1, :, 2], x[4 + 2])  # video 1, frame 2
     assert torch.equal(back, x)
     with pytest.raises(ValueError, match='not a whole number of clips of T=3'):
-        FramesLayout(3).to_map(x, (), None)
+        FramesLayout(3).validate(x, (), None)
+    clips = Capture(None, 'batch')  # the number of clips, counted at call time (TSN's recogniser, C2D)
+    clips(None, (random_input((2, 4, 3, 5, 6)), ), {})
+    clip, back = _round_trip(FramesLayout(clips=clips), x)
+    assert torch.equal(clip, FramesLayout(4).to_map(x, (), None)[0]) and torch.equal(back, x)
 
 
 def test_tokens_row_major_with_a_class_token():
@@ -53,10 +57,12 @@ def test_grid_from_the_site_or_a_capture():
     grid_map, _ = layout.to_map(tokens, (tokens, (2, 3)), None)
     assert grid_map.shape == (1, 3, 2, 3)
     capture = Capture('patch_embed', 1)
+    with pytest.raises(RuntimeError, match='the token grid was not recorded'):
+        TokensLayout(capture).to_map(tokens, (), None)
     capture(None, (), (None, (3, 2)))
     assert TokensLayout(capture).to_map(tokens, (), None)[0].shape == (1, 3, 3, 2)
     with pytest.raises(ValueError, match=r'expects tokens \(B, 0 \+ 4, C\)'):
-        TokensLayout((2, 2)).to_map(tokens, (), None)
+        TokensLayout((2, 2)).validate(tokens, (), None)
 
 
 def test_tuple_values_and_channels_last():

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..',
 
 from mmengine.config import DictAction  # noqa: E402
 
+import snl_mm.compat  # noqa: E402,F401  (the fixes of mmengine's gaps; spawned runs import this module too)
 from snl_mm.analysis.compare import TASKS, compare, make_variants, task_config  # noqa: E402
 from snl_mm.analysis.compare_report import format_table, write_results  # noqa: E402
 from snl_mm.blocks import BLOCK_NAMES  # noqa: E402

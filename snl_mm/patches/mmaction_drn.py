@@ -8,8 +8,9 @@ package while ``mmaction/models/localizers/__init__.py`` still runs ``from .drn.
 When, and only when, the installed mmaction2 lacks that package, :func:`apply` places two module objects in
 :data:`sys.modules` (``mmaction.models.localizers.drn`` and ``...drn.drn``) whose ``DRN`` raises a clear error
 when built; like the real module, the placeholder registers ``DRN`` in mmaction2's ``MODELS`` so that a
-config naming it gets that message rather than "not in the registry". Nothing in site-packages is edited; nothing is imported from ``mmaction.models``, so any other
-import error of that package still surfaces unchanged. An mmaction2 that ships ``drn`` is left alone.
+config naming it gets that message rather than "not in the registry". Nothing in site-packages is edited;
+nothing is imported from ``mmaction.models``, so any other import error of that package still surfaces unchanged.
+An mmaction2 that ships ``drn`` is left alone.
 """
 import importlib.machinery
 import importlib.util
@@ -45,7 +46,10 @@ def drn_missing() -> bool:
     Returns:
         bool: True when mmaction2 is installed and the ``drn`` package file is absent.
     """
-    spec = importlib.util.find_spec('mmaction')
+    try:
+        spec = importlib.util.find_spec('mmaction')
+    except ImportError:  # a finder that knows the package is unusable here
+        return False
     if spec is None or not spec.submodule_search_locations:
         return False
     localizers = [osp.join(p, 'models', 'localizers') for p in spec.submodule_search_locations]
@@ -62,7 +66,7 @@ def is_applied() -> bool:
 
 def _placeholder_module(name: str, is_package: bool) -> types.ModuleType:
     module = types.ModuleType(name, f'Placeholder for {name}, missing from the mmaction2 wheel '
-                                    f'({UPSTREAM_ISSUE}); installed by snl_mm.backbones.mmaction_drn.')
+                                    f'({UPSTREAM_ISSUE}); installed by snl_mm.patches.mmaction_drn.')
     module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None, is_package=is_package)
     if is_package:
         module.__path__ = []
