@@ -21,7 +21,9 @@ import snl_mm.compat  # noqa: F401,I001  (registration, and the fixes of mmengin
 import mmengine
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.dist import is_main_process
 from mmengine.evaluator import DumpResults
+from mmengine.runner import CheckpointLoader
 
 from snl_mm.compat.dist import release_process_group
 from snl_mm.registry import build_runner
@@ -139,6 +141,23 @@ def use_tta(cfg: Config) -> None:
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
 
 
+def log_best_scores(runner, checkpoint: str) -> None:
+    """Log, beside the scores of the checkpoint just tested, the best scores its training run had recorded when it
+    wrote the checkpoint (``CheckpointHook(save_best=[...])``: each metric's best over the evaluations, on its own,
+    kept in the checkpoint's message hub; the last checkpoint of a run has the final ones). The paper's tables
+    report the best top-1 and, apart, the best top-5 of a run."""
+    if not is_main_process():
+        return
+    info = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu').get('message_hub', {})
+    runtime = info.get('runtime_info', {}) if isinstance(info, dict) else {}
+    best = {key[len('best_score_'):]: value for key, value in runtime.items() if key.startswith('best_score_')}
+    if 'best_score' in runtime:  # one `save_best` metric: mmengine keeps it without its name
+        best['the save_best metric'] = runtime['best_score']
+    if best:
+        runner.logger.info('Best scores of the training run so far (over its evaluations, each on its own): ' +
+                           '  '.join(f'{key}: {value:.4f}' for key, value in best.items()))
+
+
 def main() -> None:
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
@@ -150,6 +169,7 @@ def main() -> None:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.dump))
 
     metrics = runner.test()
+    log_best_scores(runner, args.checkpoint)
 
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)

@@ -3,4 +3,7 @@
 # 1, one block), row "+ CGNL".
 _base_ = ['./preresnet56_8xb16-300e_cifar100.py', '../_base_/blocks.py']
 
-model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.cgnl)]))
+# the block starts as the released PreResNet starts it: GroupNorm weight 1, no activation after it
+# (configs/_base_/blocks.py)
+model = dict(backbone=dict(plugins=[dict(
+    _base_.placement, cfg=dict(_base_.nonlocal_blocks.cgnl, **_base_.released_preresnet_init))]))

@@ -3,4 +3,6 @@
 # stage 1, one block), row "+ NL".
 _base_ = ['./preresnet56_8xb16-300e_cifar100.py', '../_base_/blocks.py']
 
-model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.nl)]))
+# the block starts as the released PreResNet starts it: norm weight 1, then a ReLU (configs/_base_/blocks.py)
+model = dict(backbone=dict(plugins=[dict(
+    _base_.placement, cfg=dict(_base_.nonlocal_blocks.nl, **_base_.released_preresnet_unit))]))

@@ -2,4 +2,6 @@
 # stage (res1). The paper's Tables 2-5 (Cs = C/2, stage 1, one block), row "+ NS".
 _base_ = ['./preresnet56_8xb16-300e_cifar100.py', '../_base_/blocks.py']
 
-model = dict(backbone=dict(plugins=[dict(_base_.placement, cfg=_base_.nonlocal_blocks.ns)]))
+# the block starts as the released PreResNet starts it: norm weight 1, then a ReLU (configs/_base_/blocks.py)
+model = dict(backbone=dict(plugins=[dict(
+    _base_.placement, cfg=dict(_base_.nonlocal_blocks.ns, **_base_.released_preresnet_unit))]))

@@ -19,13 +19,37 @@ test_dataloader = dict(dataset=dict(data_root=data_root, download=False))
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 test_evaluator = val_evaluator
 
+# ---- data: the code normalises CIFAR-100 with the CIFAR-10 statistics (SNL-Classification/train_val.py:295-297,
+# 303-305, the same numbers as its CIFAR-10 branch, :274-276), not mmpretrain's CIFAR-100 ones (129.3 / 68.2 ...).
+# Crops as the code (train_val.py:291-293): RandomCrop 32 with padding 4 and a horizontal flip (mmpretrain's
+# pipeline); the test images as they are. ----
+data_preprocessor = dict(num_classes=100, mean=[125.307, 122.961, 113.8575], std=[51.5865, 50.847, 51.255])
+
+# ---- evaluation as the code (train_val.py:417-426): every 5 epochs (`val_interval=5` of the schedule); the
+# paper's numbers are the best top-1 over those evaluations and, separately, the best top-5: a checkpoint is kept for
+# each (`best_accuracy_top1_epoch_*.pth`, `best_accuracy_top5_epoch_*.pth`) and the log names both scores; the
+# checkpoint of every epoch (for --resume) is kept for the last 3 ----
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3,
+                                     save_best=['accuracy/top1', 'accuracy/top5'], rule='greater'))
+
 # ---- model: the paper's code averages, drops half of the pooled features (`nn.Dropout(0.5)`) and classifies
-# (SNL-Classification/model/resnet_snl.py). The backbone is mmpretrain's ResNet_CIFAR with a `plugins` argument,
-# whose build-time check of the blocks runs on one CIFAR image ----
+# (SNL-Classification/model/resnet_snl.py:152-154, 245-248). The backbone is mmpretrain's ResNet_CIFAR with a
+# `plugins` argument, whose build-time check of the blocks runs on one CIFAR image. Initialisation as the code:
+# every BN weight 1 (resnet_snl.py:156-161; mmpretrain's default `zero_init_residual=True` would zero the last BN
+# of every bottleneck), convolutions kaiming-normal (fan_out), but the 3x3 stem, which train_val.py:338-341 puts in
+# after that loop with PyTorch's default kaiming_uniform(a=sqrt(5)); the classifier kaiming-normal (fan_out,
+# train_val.py:344-348; its bias: 0 here, PyTorch's U(+-1/sqrt(2048)) there) ----
 model = dict(
-    backbone=dict(type='snl_mm.ResNet_CIFAR', probe_shape=(1, 3, 32, 32)),
+    backbone=dict(
+        type='snl_mm.ResNet_CIFAR', probe_shape=(1, 3, 32, 32), zero_init_residual=False,
+        init_cfg=[
+            dict(type='Kaiming', layer=['Conv2d'],
+                 override=dict(name='conv1', type='Kaiming', a=5**0.5, mode='fan_in', nonlinearity='leaky_relu',
+                               distribution='uniform')),
+            dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+        ]),
     neck=dict(_delete_=True, type='snl_mm.GlobalAveragePoolingDropout', dropout=0.5),
-    head=dict(num_classes=100))
+    head=dict(num_classes=100, init_cfg=dict(type='Kaiming', layer='Linear', mode='fan_out', nonlinearity='relu')))
 
 # ---- where the block configs put their block (paper, Sec. 3.2): "right before the last residual block of res4"
 # (the code inserts it before the last unit of `layer3`) ----

@@ -1,4 +1,4 @@
-# A2 (Chen et al. 2018, double attention) in the FCN head.
+# A2: the double-attention block of Chen et al. 2018 (A^2-Nets, `A2Block`) in the FCN head.
 data_root = 'data/cityscapes/'
 
 _base_ = './fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'

@@ -60,23 +60,25 @@ def _pickle(path: Path, obj: dict) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def write_cifar(root: Path, rng: np.random.Generator, num_classes: int) -> Dict[str, str]:
-    """The python version of the CIFAR archives; returns ``{file name: md5}`` of what was written."""
+def write_cifar(root: Path, rng: np.random.Generator, num_classes: int, num_images: int = NUM_IMAGES,
+                num_test: int = NUM_IMAGES) -> Dict[str, str]:
+    """The python version of the CIFAR archives (``num_images`` per training batch file, ``num_test`` in the test
+    file); returns ``{file name: md5}`` of what was written."""
 
-    def batch(label_key: str) -> dict:
-        data = rng.integers(0, 256, (NUM_IMAGES, 3 * 32 * 32), dtype=np.uint8)
-        return {'data': data, label_key: [int(v) for v in rng.integers(0, num_classes, NUM_IMAGES)]}
+    def batch(label_key: str, n: int) -> dict:
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        return {'data': data, label_key: [int(v) for v in rng.integers(0, num_classes, n)]}
 
     md5 = {}
     if num_classes == 10:
         folder = root / 'cifar-10-batches-py'
         for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
-            md5[name] = _pickle(folder / name, batch('labels'))
+            md5[name] = _pickle(folder / name, batch('labels', num_test if name == 'test_batch' else num_images))
         md5['batches.meta'] = _pickle(folder / 'batches.meta', {'label_names': [f'c{i}' for i in range(10)]})
     else:
         folder = root / 'cifar-100-python'
         for name in ('train', 'test'):
-            md5[name] = _pickle(folder / name, batch('fine_labels'))
+            md5[name] = _pickle(folder / name, batch('fine_labels', num_images if name == 'train' else num_test))
         md5['meta'] = _pickle(folder / 'meta', {'fine_label_names': [f'c{i}' for i in range(100)]})
     return md5
 

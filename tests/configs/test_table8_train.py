@@ -1,5 +1,6 @@
-"""The paper's Table 8 configs (R(2+1)D + SNL before the last block of res3; TimeSformer with one spatial attention
-replaced by SNL) train through ``tools/train.py`` as a user runs them: one iteration on tiny generated clips.
+"""The paper's Table 8 configs (R(2+1)D + SNL before the last block of res3; TimeSformer with the attention across
+frames of every layer replaced by SNL) train through ``tools/train.py`` as a user runs them: one iteration on tiny
+generated clips.
 
 The config given to the tool inherits the Table 8 config and changes only sizes (``tests/configs/test_configs.py``
 ``tiny_config``: batch 2, 8 frames, 32 x 32 crops, the transformer's ``img_size``) and paths (the tiny videos and a
@@ -16,7 +17,7 @@ from tests.configs.test_configs import REPO, tiny_config
 TABLE8 = {
     'configs/ucf101/r2plus1d_r34-snl_k400-pretrained_8xb8-8x8x1-100e_ucf101-split1-rgb.py': 'layer2.2.snl_block',
     'configs/ucf101/timesformer_divST-snl_k400-pretrained_8xb8-8x32x1-100e_ucf101-split1-rgb.py':
-    'transformer_layers.layers.3.attentions.1.snl_block',
+    'transformer_layers.layers.0.attentions.0.snl_block',
 }
 
 

@@ -252,7 +252,7 @@ def _scaled(value: float, unit: float) -> str:
     return f'{value:.2f}' if value >= 1 or value == 0 else f'{value:.3g}'
 
 
-def write_readme(folder_name: str, models: List[dict], references: List[dict]) -> None:
+def write_readme(folder_name: str, models: List[dict], references: List[dict], notes: str = '') -> None:
     folder = FOLDERS[folder_name]
     metrics = _metric_columns(models)
     header = ['config', 'blocks', 'params (M)', 'FLOPs (G)', 'input', 'blocks add (M / G)'] + metrics
@@ -283,6 +283,8 @@ def write_readme(folder_name: str, models: List[dict], references: List[dict]) -
             values, source = resolve(ref)
             cells = [ref['model']] + [f'{values[k]:.2f}' if k in values else '-' for k in metrics] + [source]
             lines.append('| ' + ' | '.join(cells) + ' |')
+    if notes:  # the folder's own text (published_results.yml, `notes`): what the numbers are, the variants
+        lines += ['', notes.strip()]
     with open(osp.join(CONFIGS, folder_name, 'README.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -309,7 +311,8 @@ def generate(folders: Sequence[str]) -> None:
               f'GFLOPs ({time.time() - tic:.1f} s, {time.time() - start:.0f} s in all)', flush=True)
     for folder_name in folders:
         write_metafile(folder_name, models[folder_name])
-        write_readme(folder_name, models[folder_name], published.get('references', {}).get(folder_name, []))
+        write_readme(folder_name, models[folder_name], published.get('references', {}).get(folder_name, []),
+                     published.get('notes', {}).get(folder_name, ''))
     write_model_index()
 
 
