@@ -39,11 +39,16 @@ criss-cross attention (CC)              float32              its line logits fee
                                                             backward
 =====================================  ===================  ===================================================
 
-The rule that no finite input gives NaN or Inf holds in every dtype: the products above never produce a value
-larger than the operator's own output (or the float32 reductions absorb it), and a position of zero degree gets
-a zero row. What no policy can fix is an input the autocast dtype cannot represent: float16 autocast casts the
-projections' inputs and weights to float16, so a projection output beyond 65504 is Inf before a block's graph
-sees it.
+Every operator returns ``A z`` in the compute dtype (the dtype of the layers after it), also where its products
+ran in float32 to hold their sums, except CGNL's, whose block brings its float32 result into range itself.
+
+The rule that no finite input gives NaN or Inf holds in every dtype, forward and backward: the products above
+never produce a value larger than the operator's own output (or the float32 reductions absorb it), a position of
+zero degree gets a zero row (and a zero gradient), and the power-of-two exponents of the range controls are
+constants of autograd (their derivative is zero; ``log2``'s at a zero column norm would be ``0 / 0``).
+
+What no policy can fix is an input the autocast dtype cannot represent: float16 autocast casts the projections'
+inputs and weights to float16, so a projection output beyond 65504 is Inf before a block's graph sees it.
 """
 from typing import Tuple
 
@@ -75,8 +80,12 @@ def compute_dtype(t: Tensor) -> torch.dtype:
 
 def power_of_two_exponent(magnitude: Tensor) -> Tensor:
     """``ceil(log2(magnitude))`` where that is finite, else 0: the exponent of the power of two at or above a
-    non-negative magnitude (0 for zero, NaN and Inf, so that a broken sample keeps its own values)."""
-    exponent = torch.ceil(torch.log2(magnitude))
+    non-negative magnitude (0 for zero, NaN and Inf, so that a broken sample keeps its own values).
+
+    A constant of autograd: the exponent is piecewise constant (its derivative is 0 wherever it has one), and
+    ``log2``'s backward at a zero magnitude is ``0 / 0``, a NaN that the ``where`` and ``ceil`` after it would
+    pass on (a column of factors that ReLU zeroes, as on a constant or all-negative map)."""
+    exponent = torch.ceil(torch.log2(magnitude.detach()))
     return torch.where(torch.isfinite(exponent), exponent, torch.zeros_like(exponent))
 
 
@@ -98,3 +107,15 @@ def balance_columns(inner: Tensor, outer: Tensor) -> Tuple[Tensor, Tensor]:
     """
     exponent = power_of_two_exponent(inner.abs().sum(dim=1, keepdim=True))  # (B, 1, c)
     return inner * power_of_two(-exponent), outer * power_of_two(exponent)
+
+
+@torch.fx.wrap
+def outside_autocast(module: torch.nn.Module, x: Tensor) -> Tensor:
+    """``module(x)`` with autocast off for ``x``'s device, in the module's own dtype (float32 in mixed precision);
+    unchanged where autocast is off. For the embeddings of logits sharpened by a temperature (DNL's
+    ``1 / tau = 20``), whose half-precision rounding the temperature would multiply."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return module(x)
+    with no_autocast(device):
+        return module(x.to(next(module.parameters()).dtype))

@@ -73,12 +73,17 @@ def test_low_rank_products_in_bfloat16_degrees_in_float32(path):
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
 
 
-def test_softmax_attention_in_the_autocast_dtype():
-    q, k, z = _rand(2, 30, 4, seed=6), _rand(2, 30, 4, seed=7), _rand(2, 30, 5, seed=8)
+@pytest.mark.parametrize('value_channels', [4, 5], ids=['fused', 'narrow-keys'])
+def test_softmax_attention_in_the_autocast_dtype(value_channels):
+    """Fused attention runs in the autocast dtype (its kernel accumulates in float32). Keys narrower than the
+    values run over query chunks on the CPU: their logits (they feed an exponential) in float32, the product of the
+    softmax with the values in the autocast dtype."""
+    q, k, z = _rand(2, 30, 4, seed=6), _rand(2, 30, 4, seed=7), _rand(2, 30, value_channels, seed=8)
     for dtype in (torch.bfloat16, torch.float16):
         with torch.autocast('cpu', dtype=dtype), MatrixDtypes() as calls:
             out = Affinity('exp_dot', False, 'random_walk')(q, k).matmul(z.to(dtype))
-        assert [d for _, d in calls.calls] == [dtype] and out.dtype == dtype
+        expected = [dtype] if value_channels == 4 else [torch.float32, dtype] * 2  # one chunk per sample
+        assert [d for _, d in calls.calls] == expected and out.dtype == dtype
 
 
 def test_kernels_that_stay_float32():
@@ -125,16 +130,71 @@ def test_float16_products_that_would_overflow_unbalanced(normalize):
     assert ((out.float() - ref).norm() / ref.norm()).item() < 5e-3
 
 
-def test_unbounded_dense_affinity_multiplies_in_float32_under_float16():
-    """An unnormalised exponential kernel has entries beyond 65504: under float16 its product stays float32; a
-    normalised one (entries in [0, 1]) runs in float16."""
-    q, k, z = 3 * _rand(1, 8, 4, seed=15), 3 * _rand(1, 8, 4, seed=16), _rand(1, 8, 3, seed=17)
-    unbounded = Affinity('exp_dot', False, 'none', path='dense')(q, k)
-    assert unbounded.dense().max() > 65504
+@pytest.mark.parametrize('kernel', ['exp_dot', 'dot'])
+def test_unbounded_dense_affinity_multiplies_in_float32_under_float16(kernel):
+    """An unnormalised kernel has entries beyond 65504: under float16 its dense product runs in float32 and the
+    result, which fits, comes back in float16 (the dtype of the layers after it); a normalised one (entries in
+    [0, 1]) multiplies in float16."""
+    q, k = 2 * _rand(1, 8, 4, seed=15), 2 * _rand(1, 8, 4, seed=16)
+    if kernel == 'dot':
+        q = 1e4 * q
+    unbounded = Affinity(kernel, False, 'none', path='dense')(q, k)
+    matrix = unbounded.dense()
+    assert matrix.abs().max() > 65504
+    # |A z| at most 1e4: the result fits float16, the affinity's entries do not
+    z = (_rand(1, 8, 3, seed=17).abs().clamp(max=1.0) + 0.5) * (1e4 / (1.5 * matrix.abs().sum(-1).max()))
+    z = z.half().float()
+    ref = matrix @ z
     with torch.autocast('cpu', dtype=torch.float16):
-        out = unbounded.matmul(z.half())
+        with MatrixDtypes() as calls:
+            out = unbounded.matmul(z.half())
         bounded = Affinity('exp_dot', True, 'symmetric')(q, k).matmul(z.half())
-    assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    ref = unbounded.dense() @ z
-    assert ((out - ref).norm() / ref.norm()).item() < 1e-3
+    assert [d for _, d in calls.calls] == [torch.float32], calls.calls
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-3
     assert bounded.dtype == torch.float16
+
+
+def test_rebalancing_is_a_constant_of_autograd():
+    """The power-of-two exponents of the rebalancing carry no gradient: a rank column that ReLU zeroes at every
+    position (a constant or all-negative map) has a zero L1 norm, where ``log2``'s backward is ``0 / 0``. The
+    gradients are the exact powers of two, finite for every column."""
+    inner = torch.relu(_rand(2, 30, 3, seed=18)) * torch.tensor([1.0, 0.0, 1e3])
+    inner.requires_grad_()
+    outer = _rand(2, 20, 3, seed=19).requires_grad_()
+    b_inner, b_outer = balance_columns(inner, outer)
+    (b_inner.sum() + b_outer.sum()).backward()
+    exponent = power_of_two_exponent(inner.detach().abs().sum(dim=1, keepdim=True))
+    assert torch.equal(inner.grad, torch.pow(2.0, -exponent).expand_as(inner))
+    assert torch.equal(outer.grad, torch.pow(2.0, exponent).expand_as(outer))
+
+
+#: the operators of the affinities, on queries and keys of one dtype (as the 1x1 convolutions hand them over)
+OPERATORS = {
+    'relu_dot-symmetric-dense': lambda q, k: Affinity('relu_dot', True, 'symmetric', path='dense')(q, k),
+    'relu_dot-symmetric-factored': lambda q, k: Affinity('relu_dot', True, 'symmetric', path='factored')(q, k),
+    'dot-size-dense': lambda q, k: Affinity('dot', False, 'size', path='dense')(q, k),
+    'dot-size-factored': lambda q, k: Affinity('dot', False, 'size', path='factored')(q, k),
+    'exp_dot-random_walk': lambda q, k: Affinity('exp_dot', False, 'random_walk')(q, k),
+    'exp_dot-symmetric': lambda q, k: Affinity('exp_dot', True, 'symmetric')(q, k),
+    'exp_dot-none-dense': lambda q, k: Affinity('exp_dot', False, 'none', path='dense')(q, k),
+    'double_attention': double_attention,
+}
+#: ``(autocast dtype, tensor dtype)``
+HALF_PRECISIONS = {'autocast-bf16': (torch.bfloat16, torch.bfloat16), 'autocast-fp16': (torch.float16, torch.float16),
+                   'bf16': (None, torch.bfloat16), 'fp16': (None, torch.float16)}
+
+
+@pytest.mark.parametrize('precision', list(HALF_PRECISIONS))
+@pytest.mark.parametrize('operator', list(OPERATORS))
+def test_operators_return_the_compute_dtype(operator, precision):
+    """Every operator returns ``A z`` in the compute dtype, whatever dtype its products ran in: a float32 result
+    would reach the float16 convolution after it in a float16 module. CGNL's operator, kept out of half precision
+    altogether, returns float32 (its block brings the result into range)."""
+    autocast, dtype = HALF_PRECISIONS[precision]
+    q, k, z = (_rand(2, 6, 4, seed=s).to(dtype) for s in (20, 21, 22))
+    with torch.autocast('cpu', dtype=autocast or torch.float16, enabled=autocast is not None):
+        out = OPERATORS[operator](q, k).matmul(z)
+        cgnl = ChannelAffinity('gaussian')(q.flatten(1), k.flatten(1)).matmul(z[..., :1].repeat(1, 4, 1))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert cgnl.dtype == torch.float32
