@@ -15,7 +15,8 @@ Measured per block, on the block's actual input (caught while the model runs, :m
 
 * the asymmetry ``||A - A^T||_F / ||A||_F`` (symmetric: below :data:`SYMMETRY_TOL`), the departure from
   normality ``||A A^T - A^T A||_F / ||A||_F^2`` (0 for a normal matrix, whose eigenvectors are orthogonal);
-* the eigenvalues of the dense ``A`` in float64 (``eigvalsh`` when symmetric, else the general ``eigvals``): the
+* the eigenvalues of the dense ``A`` in float64 (``eigvalsh`` when symmetric, else the general ``eigvals``; for a
+  low-rank affinity those of its small core, :func:`affinity_stats`): the
   range of their real parts against ``[-1, 1]``, the largest imaginary part, the spectral radius, and whether the
   spectral filter is well-defined (``A`` symmetric and its spectrum real in ``[-1, 1]``);
 * the frequency response of the block's filter (the first filter unit), the map from an input channel vector
@@ -42,8 +43,13 @@ SYMMETRY_TOL = 1e-5
 SPECTRUM_TOL = 1e-5
 
 
-def affinity_stats(a: Tensor) -> Dict[str, Any]:
-    """Symmetry, normality and eigenvalues of one affinity ``(N, M)`` (float64)."""
+def affinity_stats(a: Tensor, core: Optional[Tensor] = None) -> Dict[str, Any]:
+    """Symmetry, normality and eigenvalues of one affinity ``(N, M)`` (float64).
+
+    ``core``: for a low-rank affinity ``A = U V^T`` (rank one, EM bases, pooled anchors) the small ``r x r`` matrix
+    ``V^T U`` its operator gives (``core()``), whose eigenvalues are the non-zero ones of ``A``: the spectrum is taken
+    from it (plus ``N - r`` zeros) instead of from ``A`` itself, exactly and without the ill-conditioned
+    eigen-decomposition of a rank-deficient ``N x N`` matrix."""
     a = a.double()
     n, m = a.shape
     stats: Dict[str, Any] = dict(nodes=n, keys=m, min_entry=a.min().item(), row_sum_min=a.sum(1).min().item(),
@@ -54,7 +60,14 @@ def affinity_stats(a: Tensor) -> Dict[str, Any]:
     norm = a.norm().item()
     asym = (a - a.T).norm().item() / norm if norm else 0.
     symmetric = asym <= SYMMETRY_TOL
-    if symmetric:
+    if core is not None:
+        # U V^T and V^T U share their non-zero eigenvalues; the larger of the two has the rest zero
+        small = torch.linalg.eigvals(core.double())
+        small = small[small.abs().argsort(descending=True, stable=True)][:n]
+        eig = torch.cat([small, torch.zeros(n - small.numel(), dtype=small.dtype)])
+        if symmetric:  # a symmetric A has a real spectrum: the core's imaginary parts are rounding
+            eig = eig.real.to(torch.complex128)
+    elif symmetric:
         eig = torch.linalg.eigvalsh((a + a.T) / 2).to(torch.complex128)
     else:
         eig = torch.linalg.eigvals(a)
@@ -85,6 +98,15 @@ def dense_affinities(block: nn.Module, x: Tensor, max_nodes: int) -> Tensor:
         raise ValueError(f'{type(block).__name__}: its affinity has {a.shape[-2]} nodes, more than max_nodes='
                          f'{max_nodes}; use a smaller input or raise max_nodes (dense eigenvalues cost O(N^3))')
     return a.reshape(-1, *a.shape[-2:]).double()
+
+
+def affinity_cores(block: nn.Module, x: Tensor) -> Optional[Tensor]:
+    """The ``(B, r, r)`` cores of the block's affinity on ``x`` when its graph operator has one (low-rank
+    affinities: ``core()``), else None."""
+    with torch.no_grad():
+        op = block.graph_operator(x)
+    core = getattr(op, 'core', None)
+    return None if core is None else core().double()
 
 
 @torch.no_grad()
@@ -132,7 +154,11 @@ def block_report(name: str, block: nn.Module, x: Tensor, max_samples: int = 2, m
                                   filter=block.filter_spec.notation, affinity=getattr(block.graph, 'notation', ''))
     try:
         matrices = dense_affinities(block, x[:max_samples], max_nodes)
-        report['samples'] = [affinity_stats(a) for a in matrices]
+        cores = affinity_cores(block, x[:max_samples])
+        if cores is not None and len(cores) != len(matrices):
+            cores = None  # one core per sample only
+        report['samples'] = [affinity_stats(a, None if cores is None else cores[i]) for i, a in enumerate(matrices)]
+        report['spectrum_from'] = 'dense A' if cores is None else f'{cores.shape[-1]} x {cores.shape[-1]} core'
         report['example'] = matrices[0].float()
     except (ValueError, NotImplementedError) as err:
         report['skipped'] = str(err)

@@ -12,9 +12,17 @@ from .nl import NLBlock
 from .ns import NSBlock
 from .snl import SNLBlock
 # the family (each module registers its blocks)
+from .ann import AFNBBlock, APNBBlock  # noqa: E402
+from .danet import CAMBlock, PAMBlock  # noqa: E402
+from .dnl import DNLBlock  # noqa: E402
+from .ema import EMABlock  # noqa: E402
+from .gc import GCBlock  # noqa: E402
+from .isa import ISABlock  # noqa: E402
+from .linear import LinearAttentionBlock  # noqa: E402
 
 __all__ = [
     'NonlocalBase', 'GraphNonlocalBlock', 'NLBlock', 'NSBlock', 'A2Block', 'CGNLBlock', 'CCBlock', 'SNLBlock',
     'BLOCK_NAMES', 'FAMILY_NAMES', 'ALL_BLOCK_NAMES', 'registered_blocks', 'is_nonlocal_block', 'find_blocks',
-    'spectral_table', 'format_spectral_table'
+    'spectral_table', 'format_spectral_table', 'DNLBlock', 'GCBlock', 'LinearAttentionBlock',
+    'APNBBlock', 'AFNBBlock', 'ISABlock', 'PAMBlock', 'CAMBlock', 'EMABlock'
 ]

@@ -142,7 +142,7 @@ class NonlocalBase(BaseModule):
         op = self.graph_operator(x)
         out = x
         for unit in self.filter_units():
-            filtered = graph_filter(op.matmul, self.node_features(unit, out), self.filter_spec,
+            filtered = graph_filter(op, self.node_features(unit, out), self.filter_spec,
                                     self.filter_weights(unit))
             out = self.residual(out, filtered, *self.output_norm(unit))
         return out

@@ -12,14 +12,19 @@ filter of :mod:`snl_mm.graph.filters`, so new blocks are a config, not a class::
 """
 from typing import Dict, List, Optional, Sequence
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
 from snl_mm.graph import AFFINITIES, FilterSpec, GraphOperator, build_affinity
+from snl_mm.graph.precision import outside_autocast
 from snl_mm.registry import ROOT_MODELS
-from snl_mm.utils import check_int
+from snl_mm.utils import accepts_argument, check_int
 from .base import FilterWeight, NonlocalBase
 from .tokens import ConfigType, flatten_map, from_tokens, to_tokens
+
+# one call in a torch.fx graph (fx patches the name where it is looked up)
+torch.fx.wrap('outside_autocast')
 
 
 class _Unit(nn.Module):
@@ -35,8 +40,11 @@ class GraphNonlocalBlock(NonlocalBase):
         reduction (int): ``Cs = C // reduction``. Default: 2.
         inner_channels (int, optional): ``Cs`` directly.
         affinity (dict): the affinity's config (:func:`snl_mm.graph.build_affinity`): the arguments of
-            :class:`snl_mm.graph.Affinity` (``kernel``, ``symmetrize``, ``normalize``, ``scale``, ``path``), or a
-            ``type`` of :data:`snl_mm.graph.AFFINITIES` with that class's arguments.
+            :class:`snl_mm.graph.Affinity` (``kernel``, ``symmetrize``, ``normalize``, ``scale``, ``path``, ``center``,
+            ``temperature``, ``heads``), or a
+            ``type`` of :data:`snl_mm.graph.AFFINITIES` with that class's arguments. An affinity whose state is sized
+            by the embeddings (``type='em'``: the bases) gets ``channels = Cs`` unless given; one that passes no
+            gradient (``type='em'`` with ``grad='none'``) leaves ``theta`` and ``phi`` frozen.
         graph_filter (dict): arguments of :class:`snl_mm.graph.FilterSpec` (``order``, ``terms``,
             ``shared_coefficients``).
         num_units (int): filter units applied one after the other, all on the one affinity computed from the
@@ -46,7 +54,7 @@ class GraphNonlocalBlock(NonlocalBase):
 
     Checkpoint keys: ``theta``, ``phi`` (the affinity's embeddings); for the first unit ``g`` (node
     features), ``w{k+1}`` (the weight of ``T_k(A) Z``) or ``w`` (a shared weight), ``norm``; units after the
-    first under ``units.{i}.`` with the same names.
+    first under ``units.{i}.`` with the same names; an affinity's own state under ``affinity_module.``.
     """
 
     _abbr_ = 'graph_nonlocal'
@@ -74,25 +82,50 @@ class GraphNonlocalBlock(NonlocalBase):
                             f'{graph_filter!r}')
         check_int(num_units, 'num_units', name)
         try:
-            self.graph = build_affinity(affinity)
+            graph = build_affinity(self._with_channels(affinity))
             self.filter_spec = FilterSpec(**graph_filter)
         except TypeError as err:  # an unknown key: name the valid ones
             kind = affinity.get('type', 'kernel')
-            takes = 'affinity takes kernel, symmetrize, normalize, scale, path' if kind == 'kernel' else \
+            takes = 'affinity takes kernel, symmetrize, normalize, scale, path, center, temperature, heads' \
+                if kind == 'kernel' else \
                 f'affinity type {kind!r} takes the arguments of {AFFINITIES[kind].__name__}'
             raise TypeError(f'{name}: {err}; {takes} and graph_filter takes order, terms, '
                             'shared_coefficients') from err
         except (KeyError, ValueError) as err:
             raise type(err)(f'{name}: {err.args[0] if err.args else err}') from err
+        # an affinity with state (an nn.Module: its parameters and buffers in the block's state dict) is a submodule,
+        # under a name other than ``graph``, which torch.fx's GraphModule (a symbolic trace) reserves for its graph
+        if isinstance(graph, nn.Module):
+            self.affinity_module = graph
+        else:
+            self._graph = graph
         self.num_units = num_units
         cs = self.inner_channels
         self.theta = self.pointwise(in_channels, cs, bias)
         self.phi = self.pointwise(in_channels, cs, bias)
+        if not getattr(self.graph, 'differentiable', True):
+            # an affinity that is a constant of autograd (EM bases with grad='none') trains no embedding: frozen
+            for param in (*self.theta.parameters(), *self.phi.parameters()):
+                param.requires_grad = False
         self._build_unit(self, bias)
         self.units = nn.ModuleList()
         for _ in range(num_units - 1):
             self.units.append(self._build_unit(_Unit(), bias))
         self.init_weights()
+
+    @property
+    def graph(self):
+        """The block's affinity: a :class:`~snl_mm.graph.Affinity`, or a registered affinity module (kept as the
+        submodule ``affinity_module``)."""
+        return self._modules['affinity_module'] if 'affinity_module' in self._modules else self._graph
+
+    def _with_channels(self, affinity: Dict) -> Dict:
+        """The affinity config with ``channels`` (the width of ``theta`` and ``phi``) filled in for an affinity whose
+        state is sized by them (the EM bases), unless given."""
+        cls = AFFINITIES.get(affinity.get('type', 'kernel'))
+        if cls is not None and 'channels' not in affinity and accepts_argument(cls, 'channels'):
+            return dict(affinity, channels=self.inner_channels)
+        return affinity
 
     def _weight_names(self) -> List[str]:
         if self.filter_spec.shared_coefficients is not None:
@@ -119,6 +152,9 @@ class GraphNonlocalBlock(NonlocalBase):
     def graph_operator(self, x: Tensor) -> GraphOperator:
         """The affinity of input ``x`` as a :class:`~snl_mm.graph.affinity.GraphOperator`."""
         xf = flatten_map(x)
+        if getattr(self.graph, 'float32_embeddings', False):  # logits sharpened by a temperature
+            return self.graph(to_tokens(outside_autocast(self.theta, xf)), to_tokens(outside_autocast(self.phi, xf)),
+                              x.shape[2:])
         return self.graph(to_tokens(self.theta(xf)), to_tokens(self.phi(xf)), x.shape[2:])
 
     def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:

@@ -51,6 +51,9 @@ class NLBlock(NonlocalBase):
         mode (str): ``'embedded_gaussian'``, ``'gaussian'`` or ``'dot_product'``.
         use_scale (bool): the ``1 / sqrt(Cs)`` of ``embedded_gaussian``. Default: True.
         sub_sample (bool): max-pool ``phi`` and ``g`` by 2 over ``(H, W)`` (``L`` in 1D). Default: False.
+        bias (bool): biases in ``g``, ``theta``, ``phi`` (and in ``conv_out`` when it has no norm), as mmcv's
+            ``NonLocal2d`` and Wang et al.'s code; False builds every 1x1 convolution without one, as the
+            spectral paper's code. Default: True.
         conv_cfg (dict, optional): 1x1 convolution config.
         norm_cfg (dict, optional): the norm of ``conv_out``. Default: ``dict(type='BN')``.
         act_cfg (dict, optional): activation after ``conv_out``. Default: None.
@@ -71,6 +74,7 @@ class NLBlock(NonlocalBase):
                  mode: str = 'embedded_gaussian',
                  use_scale: bool = True,
                  sub_sample: bool = False,
+                 bias: bool = True,
                  conv_cfg: ConfigType = None,
                  norm_cfg: ConfigType = dict(type='BN'),
                  act_cfg: ConfigType = None,
@@ -81,13 +85,15 @@ class NLBlock(NonlocalBase):
         self.mode = mode
         self.use_scale = use_scale
         self.sub_sample = sub_sample
+        self.bias = bias
         cs = self.inner_channels
-        self.g = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, act_cfg=None)
-        self.conv_out = ConvModule(cs, in_channels, 1, conv_cfg=conv_cfg,
+        self.g = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, bias=bias, act_cfg=None)
+        # mmcv's conv_out has a bias only without a norm ('auto'); bias=False removes that one too
+        self.conv_out = ConvModule(cs, in_channels, 1, conv_cfg=conv_cfg, bias='auto' if bias else False,
                                    norm_cfg=flat_norm_cfg(norm_cfg), act_cfg=None)
         if mode != 'gaussian':
-            self.theta = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, act_cfg=None)
-            self.phi = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, act_cfg=None)
+            self.theta = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, bias=bias, act_cfg=None)
+            self.phi = ConvModule(in_channels, cs, 1, conv_cfg=conv_cfg, bias=bias, act_cfg=None)
         if sub_sample:
             # the same module tree as mmcv (keys g.0.conv, phi.0.conv): checkpoints load unchanged
             self.g = nn.Sequential(self.g, SpatialMaxPool())
@@ -127,14 +133,16 @@ class NLBlock(NonlocalBase):
             return to_tokens(flatten_map(pool(m)))
         return to_tokens(module(flatten_map(x)))
 
-    def graph_operator(self, x: Tensor) -> GraphOperator:
+    def queries_keys(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """The affinity's queries ``(B, N, c)`` and keys ``(B, N', c)`` of input ``x`` (the raw input in
+        ``gaussian`` mode)."""
         if self.mode == 'gaussian':
             q = to_tokens(flatten_map(x))
-            k = self._embed(self.phi, x) if self.sub_sample else q
-        else:
-            q = self._embed(self.theta, x)
-            k = self._embed(self.phi, x)
-        return self.graph(q, k)
+            return q, (self._embed(self.phi, x) if self.sub_sample else q)
+        return self._embed(self.theta, x), self._embed(self.phi, x)
+
+    def graph_operator(self, x: Tensor) -> GraphOperator:
+        return self.graph(*self.queries_keys(x))
 
     def node_features(self, unit: nn.Module, x: Tensor) -> Tensor:
         return self._embed(self.g, x)

@@ -111,7 +111,8 @@ def graph_filter(apply_a: MatMul, z: Tensor, spec: FilterSpec,
     """``F(A, Z)`` for one filter spec.
 
     Args:
-        apply_a (callable): ``z -> A z`` on ``(B, N, c)`` signals.
+        apply_a (callable | GraphOperator): ``z -> A z`` on ``(B, N, c)`` signals, or a graph operator, whose
+            ``chebyshev_basis`` gives the terms (through a small core where it has one).
         z (Tensor): node features ``(B, N, c)``.
         spec (FilterSpec): kept terms and weight sharing.
         weights (sequence[callable]): ``spec.num_weights`` maps, in the order of ``spec.terms``, from the
@@ -123,7 +124,10 @@ def graph_filter(apply_a: MatMul, z: Tensor, spec: FilterSpec,
     """
     if len(weights) != spec.num_weights:
         raise ValueError(f'{spec} needs {spec.num_weights} weights, got {len(weights)}')
-    basis = chebyshev_basis(apply_a, z, spec.needed_order)
+    if hasattr(apply_a, 'chebyshev_basis'):  # a graph operator: its own route to the powers of A
+        basis = apply_a.chebyshev_basis(z, spec.needed_order)
+    else:
+        basis = chebyshev_basis(apply_a, z, spec.needed_order)
     kept = [basis[t] for t in spec.terms]
     if spec.shared_coefficients is not None:
         mixed = sum(c * t for c, t in zip(spec.shared_coefficients, kept))

@@ -131,21 +131,29 @@ def products_dtype(factors: LowRankFactors, z: Tensor) -> torch.dtype:
     return dtype
 
 
+def result_dtype(factors: LowRankFactors, z: Tensor) -> torch.dtype:
+    """The dtype ``A z`` is returned in: the compute dtype of ``z``, the dtype of the layers after the operator
+    (a product run in float32 only to hold its sums is cast back once they are done); float32 (at least) for
+    operators kept out of half precision altogether, whose block brings the result into range (CGNL)."""
+    return compute_dtype(z) if factors.half_products else float32(z).dtype
+
+
 @torch.fx.wrap
 def low_rank_matmul(factors: LowRankFactors, z: Tensor) -> Tensor:
-    """``A z`` for signals ``z`` ``(B, N_k, c_z)``: ``(B, N_q, c_z)`` in :func:`products_dtype`, laid out
-    channel-major (a transposed view), the layout of the 1x1 convolutions around it.
+    """``A z`` for signals ``z`` ``(B, N_k, c_z)``: ``(B, N_q, c_z)``, computed in :func:`products_dtype` and
+    returned in :func:`result_dtype`, laid out channel-major (a transposed view), the layout of the 1x1
+    convolutions around it.
 
     Computed as ``(A z)^T = z^T A^T``: signals come from 1x1 convolutions (channel-major memory, ``z`` a
     transposed view), and a channel-major result feeds the next convolution without a copy. In float16 the
     factors are rebalanced (:func:`~snl_mm.graph.precision.balance_columns`) so that the sums over ``N_k`` stay
     within ``max |z|``.
     """
-    dtype = products_dtype(factors, z)
+    dtype, result = products_dtype(factors, z), result_dtype(factors, z)
     with no_autocast(z.device.type):
         zt = z.to(dtype).transpose(1, 2)  # (B, c_z, N_k)
         if factors.matrix is not None:
-            return torch.bmm(zt, factors.matrix.to(dtype).transpose(1, 2)).transpose(1, 2)
+            return torch.bmm(zt, factors.matrix.to(dtype).transpose(1, 2)).to(result).transpose(1, 2)
         out = None
         for outer, inner in zip(factors.outer, factors.inner):
             if dtype == torch.float16:

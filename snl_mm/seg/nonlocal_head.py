@@ -8,7 +8,9 @@ so ``NLHead`` itself is ``block=dict(type='NLBlock')`` and the official SNL head
 (channels 512, one SNL unit with ``reduction=2`` and ReLU after its norm) is ``block=dict(type='SNLBlock')``.
 The block is built with ``in_channels = channels`` and is kept under the name ``nl_block``: with
 ``block=dict(type='NLBlock')`` (whose keys are those of mmcv's ``NonLocal2d``) a checkpoint of
-mmsegmentation's ``NLHead`` loads unchanged.
+mmsegmentation's ``NLHead`` loads unchanged. mmsegmentation's ``GCHead`` and ``DNLHead`` have the same structure
+with their block under another name: ``block=dict(type='GCBlock'), block_name='gc_block'`` and
+``block=dict(type='DNLBlock'), block_name='dnl_block'`` load their checkpoints unchanged.
 
 This module imports mmsegmentation, which needs a compiled mmcv (``mmcv.ops``); ``snl_mm.seg`` imports it
 only when mmsegmentation can load.
@@ -85,9 +87,11 @@ class NonlocalHead(FCNHead):
     Args:
         block (dict): config of the block, e.g. ``dict(type='SNLBlock', reduction=2)``; its
             ``in_channels`` is the head's ``channels``. Any of ``NLBlock``, ``NSBlock``, ``A2Block``,
-            ``CGNLBlock``, ``CCBlock``, ``SNLBlock``.
+            ``CGNLBlock``, ``CCBlock``, ``SNLBlock`` and the family (``GCBlock``, ``DNLBlock``, ...).
         num_convs (int): convolutions of the head, at least 1; the block follows the first. Default: 2
             (as ``NLHead``).
+        block_name (str): the block's attribute, the prefix of its checkpoint keys: ``'nl_block'`` (``NLHead``'s),
+            ``'gc_block'`` (``GCHead``'s), ``'dnl_block'`` (``DNLHead``'s). Default: ``'nl_block'``.
         **kwargs: the arguments of ``FCNHead`` / ``BaseDecodeHead`` (``in_channels``, ``channels``,
             ``num_classes``, ``concat_input``, ``norm_cfg``, ...).
 
@@ -96,18 +100,25 @@ class NonlocalHead(FCNHead):
         output: logits ``(B, num_classes, H, W)``.
     """
 
-    def __init__(self, block: Dict, num_convs: int = 2, **kwargs) -> None:
+    def __init__(self, block: Dict, num_convs: int = 2, block_name: str = 'nl_block', **kwargs) -> None:
         if not isinstance(num_convs, int) or isinstance(num_convs, bool) or num_convs < 1:
             raise ValueError(f'NonlocalHead: num_convs must be an integer >= 1 (the block follows the '
                              f'first conv), got {num_convs!r}')
+        if not isinstance(block_name, str) or not block_name.isidentifier():
+            raise ValueError(f"NonlocalHead: block_name must be an identifier such as 'nl_block', 'gc_block' or "
+                             f"'dnl_block', got {block_name!r}")
         super().__init__(num_convs=num_convs, **kwargs)
-        self.nl_block = build_head_block(block, self.channels, self.norm_cfg, self.conv_cfg)
+        if hasattr(self, block_name):
+            raise ValueError(f'NonlocalHead: block_name={block_name!r} is an attribute of the head already; use '
+                             "'nl_block', 'gc_block', 'dnl_block' or another free name")
+        self.block_name = block_name
+        self.add_module(block_name, build_head_block(block, self.channels, self.norm_cfg, self.conv_cfg))
 
     def _forward_feature(self, inputs) -> Tensor:
         """Features before ``cls_seg``: ``(B, channels, H, W)``."""
         x = self._transform_inputs(inputs)
         feats = self.convs[0](x)
-        feats = self.nl_block(feats)
+        feats = getattr(self, self.block_name)(feats)
         for conv in self.convs[1:]:
             feats = conv(feats)
         if self.concat_input:

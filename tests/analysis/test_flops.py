@@ -15,7 +15,7 @@ CONFIGS = {
     'NLBlock': 'configs/imagenet/resnet50-nl_8xb32-110e_in1k.py',
     'CGNLBlock': 'configs/imagenet/resnet50-cgnl_8xb32-110e_in1k.py',
     'NSBlock': 'configs/imagenet/resnet50-ns_8xb32-110e_in1k.py',
-    'A2Block': 'configs/imagenet/resnet50-a2_8xb32-110e_in1k.py',
+    'A2Block': 'configs/imagenet/resnet50-a2-double-attention_8xb32-110e_in1k.py',
     'CCBlock': 'configs/imagenet/resnet50-cc_8xb32-110e_in1k.py',
 }
 BASELINE = 'configs/imagenet/resnet50_8xb32-110e_in1k.py'

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from snl_mm.analysis.spectrum import SYMMETRY_TOL, affinity_stats, block_report, filter_response, plot_spectra
-from snl_mm.blocks import BLOCK_NAMES, find_blocks
+from snl_mm.analysis.spectrum import SYMMETRY_TOL, affinity_cores, affinity_stats, block_report, filter_response, plot_spectra
+from snl_mm.blocks import BLOCK_NAMES, FAMILY_NAMES, find_blocks
 from snl_mm.graph import graph_filter
 from snl_mm.registry import MODELS, ROOT_MODELS
 from tests.helpers import randomise_
@@ -138,6 +138,30 @@ def test_every_block_is_analysed(block_type):
     response = report['response']
     assert 'gain_max' in response and np.isfinite(response['gain_max']).all()
     assert response['norm_included'] == (block_type != 'CGNLBlock')  # CGNL's GroupNorm uses its input's statistics
+
+
+@pytest.mark.parametrize('block_type', FAMILY_NAMES)
+def test_family_blocks_are_analysed(block_type):
+    """Every block of the family gives a spectrum; a low-rank affinity (GC's rank one, EMA's bases, ANN's anchors)
+    takes it from its small core, whose eigenvalues are the non-zero ones of the dense ``A`` (float64 check)."""
+    name, block, x = trained_like(block_type, size=8)
+    report = block_report(name, block, x)
+    assert 'skipped' not in report, report.get('skipped')
+    cores = affinity_cores(block, x[:2])
+    assert (cores is not None) == (block_type in ('GCBlock', 'EMABlock', 'APNBBlock', 'AFNBBlock'))
+    with torch.no_grad():
+        dense = block.affinity(x[:2]).double()
+    for i, (stats, a) in enumerate(zip(report['samples'], dense)):
+        eig = np.asarray(stats['eigenvalues'])
+        assert np.isfinite(eig).all() and len(eig) == a.shape[0]
+        if cores is not None:  # the core's eigenvalues are the largest of the dense matrix's, the rest zeros
+            r = min(cores.shape[-1], a.shape[0])
+            by_size = lambda v: v[np.argsort(-np.abs(v), kind='stable')]  # noqa: E731
+            expected = by_size(np.linalg.eigvals(a.numpy()))
+            got = by_size(eig[:, 0] + 1j * eig[:, 1])
+            np.testing.assert_allclose(np.sort_complex(got[:r]), np.sort_complex(expected[:r]), atol=1e-6)
+            np.testing.assert_allclose(got[r:], 0, atol=0)
+    assert 'response' in report
 
 
 def test_non_square_and_too_large_affinities_are_reported():

@@ -126,20 +126,6 @@ def test_3d_kernels_load():
     assert torch.equal(dst.eval()(x), src.eval()(x))
 
 
-@pytest.mark.parametrize('rank', RANKS)
-def test_gradcheck(rank):
-    block = randomise_(A2Block(4, num_descriptors=3), std=0.7, seed=5).double().eval()
-    shape = {1: (1, 4, 5), 2: (1, 4, 2, 3), 3: (1, 4, 2, 2, 2)}[rank]
-    x = _x(shape, seed=6).requires_grad_()
-    params = {n: p.detach().clone().requires_grad_() for n, p in block.named_parameters()}
-    names = list(params)
-
-    def f(x, *ps):
-        return torch.func.functional_call(block, dict(zip(names, ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params.values()))
-
-
 def test_softmaxes_run_in_float32_under_autocast():
     block = randomise_norms_(A2Block(8)).eval()
     x = _x(SHAPES[2], dtype=torch.float32) * 3

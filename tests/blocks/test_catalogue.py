@@ -1,8 +1,10 @@
 """The catalogue answers "which modules are the package's blocks" once, and reads the paper's Table 1 off the code."""
 import torch.nn as nn
 
-from snl_mm.blocks import (BLOCK_NAMES, GraphNonlocalBlock, NonlocalBase, find_blocks, format_spectral_table,
-                           is_nonlocal_block, registered_blocks, spectral_table)
+import pytest
+
+from snl_mm.blocks import (BLOCK_NAMES, FAMILY_NAMES, GraphNonlocalBlock, NonlocalBase, find_blocks,
+                           format_spectral_table, is_nonlocal_block, registered_blocks, spectral_table)
 from snl_mm.registry import ROOT_MODELS
 
 # Table 1 of the paper, its five rows and SNL (Eq. 5), in the notation the code prints: ``M_hat = (M + M^T) / 2``,
@@ -16,6 +18,33 @@ PAPER_TABLE1 = {
     'CCBlock': ('N', 'N x N', 'D_(C.M)^-1 (C.M)', 'X', 'A Z W'),
     'SNLBlock': ('N', 'N x N', 'D_M^-1/2 M_hat D_M^-1/2', 'X W_Z', 'Z W_1 + A Z W_2'),
 }
+
+
+# The rest of the family in the same notation: ``M_w`` the kernel of whitened (position-centred) embeddings, ``1 s^T``
+# the query-independent rank-one affinity of attention pooling (``1 1^T / N``: average pooling).
+FAMILY_TABLE1 = {
+    'DNLBlock': ('N', 'N x N', 'D_M_w^-1 M_w + 1 s^T', 'X W_Z', 'A Z W'),
+    'GCBlock': ('N', 'N x N', '1 s^T', 'X', 'A Z W'),
+    'LinearAttentionBlock': ('N', 'N x N', 'M', 'X W_Z', 'A Z W'),
+    # DANet: position attention, and channel attention on a graph of the C channels (energies E = X^T X)
+    'PAMBlock': ('N', 'N x N', 'D_M^-1 M', 'X W_Z', 'A Z W'),
+    'CAMBlock': ('C', 'C x C', 'D_M^-1 M, M = exp(-E)', 'X^T', 'A Z W'),
+    # EMA: the rank-K reconstruction Z mu^T = Z D_mu^-1 Z~^T X; the ReLU sits between A Z and W
+    'EMABlock': ('N', 'N x N', 'Z D_mu^-1 Z~^T', 'X W_Z', 'relu(A Z) W'),
+    # ANN: the queries attend to S anchors, the keys pooled by P (M = exp(s Q (P K)^T), N x S); AFNB's keys and values
+    # come from a second map X_c of N_c positions
+    'APNBBlock': ('N', 'N x N', 'D_M^-1 M P', 'X W_Z', 'A Z W'),
+    'AFNBBlock': ('N', 'N x N_c', 'D_M^-1 M P', 'X_c W_Z', 'A Z W'),
+    # ISA: two relations in sequence, each a softmax within groups (G_l: long-range, G_s: short-range)
+    'ISABlock': ('N', 'N x N', 'D_(G_l.M)^-1 (G_l.M), then D_(G_s.M)^-1 (G_s.M)', 'X W_Z', 'A Z W'),
+}
+
+
+@pytest.mark.parametrize('name', FAMILY_NAMES)
+def test_family_rows_are_read_off_the_blocks(name):
+    (row, ) = spectral_table(names=[name])
+    assert (row['vertices'], row['edges'], row['affinity'], row['node_feature'], row['filter']) == \
+        FAMILY_TABLE1[name], row
 
 
 def test_table1_is_read_off_the_blocks():

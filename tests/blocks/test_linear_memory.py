@@ -1,10 +1,13 @@
 """A2, CGNL and CC never allocate an ``N x N`` buffer in forward: measured with the profiler's memory records
-at ``N = 96 x 96 = 9216`` (an ``N x N`` float32 matrix would be 340 MB)."""
+at ``N = 96 x 96 = 9216`` (an ``N x N`` float32 matrix would be 340 MB). The blocks linear in ``N`` (GC, linear
+attention, CAM, EMA, ANN's APNB and AFNB) need at most 2.2 times the extra memory for a forward and backward pass when ``N`` doubles."""
 import pytest
 import torch
 
-from snl_mm.analysis.benchmark.memory import profile_memory
-from snl_mm.blocks import A2Block, CCBlock, CGNLBlock
+from snl_mm.analysis.benchmark.cases import excite
+from snl_mm.analysis.benchmark.memory import peak_memory_mib, profile_memory
+from snl_mm.blocks import (A2Block, AFNBBlock, APNBBlock, CAMBlock, CCBlock, CGNLBlock, EMABlock, GCBlock,
+                           LinearAttentionBlock)
 
 C, H, W = 64, 96, 96
 N = H * W
@@ -52,3 +55,33 @@ def test_forward_allocates_no_n_by_n_buffer(name):
     assert torch.isfinite(y['out']).all() and not torch.equal(y['out'], x)
     # the feature maps themselves (C x N floats = 2.4 MB) bound the largest buffer, far below N x N
     assert peak < DENSE_BYTES / 16, (name, peak, DENSE_BYTES)
+
+
+#: blocks whose memory is linear in N, as built by the benchmark (zero-initialised layers excited)
+LINEAR_BLOCKS = {
+    'GC': lambda: GCBlock(C, fusion_types=('channel_add', 'channel_mul')),
+    'SE': lambda: GCBlock(C, ratio=1 / 16, pooling_type='avg', fusion_types=('channel_mul', ), norm_cfg=None),
+    'LinearAttention': lambda: LinearAttentionBlock(C, heads=2),
+    'CAM': lambda: CAMBlock(C),
+    'EMA': lambda: EMABlock(C),
+    'EMA-full': lambda: EMABlock(C, grad='full'),
+    'APNB': lambda: APNBBlock(C),
+    'APNB-concat': lambda: APNBBlock(C, fusion='concat'),
+    'AFNB': lambda: AFNBBlock(C),
+}
+
+
+@pytest.mark.parametrize('name', sorted(LINEAR_BLOCKS))
+def test_extra_memory_grows_linearly_with_n(name):
+    """Extra peak memory of one forward and backward pass (train mode) at ``N = 64 x 64`` and ``64 x 128``: the
+    second at most 2.2 times the first."""
+    torch.manual_seed(0)
+    block = LINEAR_BLOCKS[name]().train()
+    excite(block)
+    peaks = []
+    for w in (64, 128):
+        x = torch.randn(1, C, 64, w, requires_grad=True)
+        grad = torch.randn(1, C, 64, w)
+        block(x[..., :8, :8]).sum().backward()  # first-call set-up out of the way
+        peaks.append(peak_memory_mib(lambda: block(x).backward(grad), x.device))
+    assert peaks[1] <= 2.2 * peaks[0], (name, peaks)

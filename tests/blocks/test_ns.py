@@ -88,18 +88,6 @@ def test_checkpoint_keys():
                     | {f'units.0.{k}' for k in unit})
 
 
-def test_gradcheck():
-    block = randomise_(NSBlock(4, num_units=2), std=0.7, seed=5).double().eval()
-    x = _x((1, 4, 3, 3), seed=6).requires_grad_()
-    params = {n: p.detach().clone().requires_grad_() for n, p in block.named_parameters()}
-    names = list(params)
-
-    def f(x, *ps):
-        return torch.func.functional_call(block, dict(zip(names, ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params.values()))
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r'num_units must be an integer >= 1'):
         NSBlock(8, num_units=0)

@@ -182,19 +182,6 @@ def test_units_share_one_affinity(path):
         assert rel_err(block(x), snl_reference(block, x, training=training)) < 1e-10
 
 
-@pytest.mark.parametrize('path', ['dense', 'factored'])
-def test_gradcheck(path):
-    block = randomise_(SNLBlock(4, path=path), std=0.7, seed=5).double().eval()
-    x = _x((1, 4, 3, 3), seed=6).requires_grad_()
-    params = {n: p.detach().clone().requires_grad_() for n, p in block.named_parameters()}
-    names = list(params)
-
-    def f(x, *ps):
-        return torch.func.functional_call(block, dict(zip(names, ps)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params.values()))
-
-
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r'order must be an integer >= 2'):
         SNLBlock(8, order=1)

@@ -21,6 +21,8 @@ def _formula(kernel: str, symmetrize: bool, normalize: str, q, k, scale: float):
     """The affinity written out: kernel, optional (M + M^T) / 2, then the normalisation."""
     if kernel == 'relu_dot':
         q, k = q.clamp(min=0), k.clamp(min=0)
+    if kernel == 'softmax':  # each query over its channels, each key channel over the positions
+        q, k = torch.exp(q) / torch.exp(q).sum(2, keepdim=True), torch.exp(k) / torch.exp(k).sum(1, keepdim=True)
     m = scale * torch.einsum('bic,bjc->bij', q, k)
     if kernel == 'exp_dot':
         m = m.exp()
@@ -161,7 +163,8 @@ def test_normalisation_runs_in_float32_under_autocast(kernel, symmetrize, normal
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match=r"kernel must be one of \('exp_dot', 'dot', 'relu_dot'\), got 'rbf'"):
+    with pytest.raises(ValueError,
+                       match=r"kernel must be one of \('exp_dot', 'dot', 'relu_dot', 'softmax'\), got 'rbf'"):
         Affinity('rbf')
     with pytest.raises(ValueError, match=r"normalize must be one of \('none', 'size', 'random_walk', "
                                          r"'symmetric'\), got 'softmax'"):

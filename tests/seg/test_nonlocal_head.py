@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from snl_mm.blocks import BLOCK_NAMES as BLOCKS  # noqa: E402
+from snl_mm.blocks import ALL_BLOCK_NAMES as BLOCKS  # noqa: E402 (the paper's six and the family)
 HEAD = dict(in_channels=24, channels=32, num_classes=5, in_index=-1, dropout_ratio=0.0,
             norm_cfg=dict(type='BN', requires_grad=True), align_corners=False)
 

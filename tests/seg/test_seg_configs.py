@@ -15,11 +15,29 @@ CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
 HEAD_BLOCKS = {
     'nl_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'NLBlock',
     'ns_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'NSBlock',
-    'a2_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'A2Block',
+    'a2-double-attention_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'A2Block',
+    'a2_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'A2Block',  # the former name, inheriting the line above
     'cgnl_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'CGNLBlock',
     'cc_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'CCBlock',
     'snl_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'SNLBlock',
+    'gc_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'GCBlock',
+    'dnl_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'DNLBlock',
+    'linear-attention_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'LinearAttentionBlock',
 }
+#: heads that keep their block under the upstream head's attribute (``NonlocalHead(block_name=...)``), so that the
+#: zoo's checkpoints load unchanged; the others under NLHead's ``nl_block``
+BLOCK_NAMES = {'gc_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'gc_block',
+               'dnl_r50-d8_4xb2-40k_cityscapes-512x1024.py': 'dnl_block'}
+#: configs with a head of another structure than the FCN's (the package's version of the upstream head):
+#: ``{config: (head type, {head attribute: block type})}``
+FAMILY_HEADS = {
+    'da_r50-d8_4xb2-40k_cityscapes-512x1024.py': ('snl_mm.DAHead', {'pam': 'PAMBlock', 'cam': 'CAMBlock'}),
+    'ema_r50-d8_4xb2-80k_cityscapes-512x1024.py': ('snl_mm.EMAHead', {'ema_block': 'EMABlock'}),
+    'ann_r50-d8_4xb2-40k_cityscapes-512x1024.py': ('snl_mm.ANNHead', {'fusion': 'AFNBBlock', 'context': 'APNBBlock'}),
+    'isa_r50-d8_4xb2-40k_cityscapes-512x1024.py': ('snl_mm.ISAHead', {'isa_block': 'ISABlock'}),
+}
+#: the model zoo's schedule where it is not 40k iterations
+MAX_ITERS = {'ema_r50-d8_4xb2-80k_cityscapes-512x1024.py': 80000}
 BASELINE = 'fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py'
 BACKBONE_PLUGINS = 'fcn_r50-d8-snl-c4_4xb2-40k_cityscapes-512x1024.py'
 
@@ -32,7 +50,7 @@ TEST_WIDTH = 16
 
 def test_config_set():
     """The baseline, one head config per block and the backbone-plugin config, nothing unexpected."""
-    assert set(CONFIGS) == set(HEAD_BLOCKS) | {BASELINE, BACKBONE_PLUGINS}
+    assert set(CONFIGS) == set(HEAD_BLOCKS) | set(FAMILY_HEADS) | {BASELINE, BACKBONE_PLUGINS}
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -46,16 +64,22 @@ def test_config_loads(name):
         assert loader.dataset.type == 'CityscapesDataset'
         assert loader.dataset.data_root == cfg.data_root
     assert cfg.crop_size == (512, 1024) and cfg.model.data_preprocessor.size == (512, 1024)
-    assert cfg.train_cfg.max_iters == 40000 and cfg.train_dataloader.batch_size == 2
+    assert cfg.train_cfg.max_iters == MAX_ITERS.get(name, 40000) and cfg.train_dataloader.batch_size == 2
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.depth) == ('ResNetV1c', 50)
     assert backbone.dilations == (1, 1, 2, 4) and backbone.strides == (1, 2, 1, 1)  # output stride 8
     assert cfg.model.pretrained == 'open-mmlab://resnet50_v1c'
     head = cfg.model.decode_head
+    if name in FAMILY_HEADS:
+        # res5, or res4 and res5 (ANN fuses both)
+        assert head.type == FAMILY_HEADS[name][0] and head.in_channels in (2048, [1024, 2048])
+        assert 'plugins' not in backbone
+        return
     assert (head.in_channels, head.channels, head.num_convs, head.concat_input) == (2048, 512, 2, True)
     if name in HEAD_BLOCKS:
         assert head.type == 'snl_mm.NonlocalHead'
         assert head.block.type == HEAD_BLOCKS[name]
+        assert head.get('block_name', 'nl_block') == BLOCK_NAMES.get(name, 'nl_block')
         assert 'plugins' not in backbone
     else:
         assert head.type == 'FCNHead'
@@ -89,8 +113,13 @@ def _tiny(cfg: Config, data_root: str, work_dir: str) -> Config:
     scale = TEST_WIDTH / cfg.model.backbone.get('base_channels', 64)
     cfg.model.backbone.update(stem_channels=TEST_WIDTH, base_channels=TEST_WIDTH)
     for head in (cfg.model.decode_head, cfg.model.auxiliary_head):
-        head.in_channels = int(head.in_channels * scale)
+        head.in_channels = [int(c * scale) for c in head.in_channels] if isinstance(head.in_channels, list) \
+            else int(head.in_channels * scale)
         head.channels = int(head.channels * scale)
+        # DAHead's, EMAHead's, ANNHead's, ISAHead's inner widths
+        for key in ('pam_channels', 'ema_channels', 'project_channels', 'isa_channels'):
+            if key in head:
+                head[key] = int(head[key] * scale)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[loader]
         loader.dataset.data_root = data_root
@@ -124,9 +153,14 @@ def test_config_trains_and_evaluates(name, mmseg, cityscapes_root, tmp_path):
     blocks = []
     if name in HEAD_BLOCKS:
         assert type(head).__name__ == 'NonlocalHead'
-        assert type(head.nl_block).__name__ == HEAD_BLOCKS[name]
-        assert head.nl_block.in_channels == head.channels == 512 * TEST_WIDTH // 64
-        blocks = [head.nl_block]
+        block = getattr(head, BLOCK_NAMES.get(name, 'nl_block'))
+        assert type(block).__name__ == HEAD_BLOCKS[name]
+        assert block.in_channels == head.channels == 512 * TEST_WIDTH // 64
+        blocks = [block]
+    if name in FAMILY_HEADS:
+        assert type(head).__name__ == FAMILY_HEADS[name][0].split('.')[1]
+        blocks = [getattr(head, attr) for attr in FAMILY_HEADS[name][1]]
+        assert [type(b).__name__ for b in blocks] == list(FAMILY_HEADS[name][1].values())
     if name == BACKBONE_PLUGINS:
         blocks = [m for m in model.backbone.layer3.modules() if type(m).__name__ == 'SNLBlock']
         res4_channels = 1024 * TEST_WIDTH // 64
@@ -144,7 +178,8 @@ def test_config_trains_and_evaluates(name, mmseg, cityscapes_root, tmp_path):
 
     for i, block in enumerate(blocks):
         for p in block.parameters():
-            p.register_hook(record(i))
+            if p.requires_grad:  # EMA's mid convolution is frozen, as upstream
+                p.register_hook(record(i))
 
     runner.train()
 
