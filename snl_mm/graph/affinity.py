@@ -211,6 +211,8 @@ class Affinity:
         m = f'{kernel}_hat' if self.symmetrize else kernel
         text = {'none': m, 'size': f'{m} / N', 'random_walk': f'D_{kernel}^-1 {m}',
                 'symmetric': f'D_{kernel}^-1/2 {m} D_{kernel}^-1/2'}[self.normalize]
+        if self.kernel == 'softmax':  # a product of normalised factors: say which
+            text += f', {kernel} = softmax_c(Q) softmax_N(K)^T'
         return text if self.heads == 1 else f'{text} (per head)'
 
     @property

@@ -25,7 +25,7 @@ PAPER_TABLE1 = {
 FAMILY_TABLE1 = {
     'DNLBlock': ('N', 'N x N', 'D_M_w^-1 M_w + 1 s^T', 'X W_Z', 'A Z W'),
     'GCBlock': ('N', 'N x N', '1 s^T', 'X', 'A Z W'),
-    'LinearAttentionBlock': ('N', 'N x N', 'M', 'X W_Z', 'A Z W'),
+    'LinearAttentionBlock': ('N', 'N x N', 'M, M = softmax_c(Q) softmax_N(K)^T', 'X W_Z', 'A Z W'),
     # DANet: position attention, and channel attention on a graph of the C channels (energies E = X^T X)
     'PAMBlock': ('N', 'N x N', 'D_M^-1 M', 'X W_Z', 'A Z W'),
     'CAMBlock': ('C', 'C x C', 'D_M^-1 M, M = exp(-E)', 'X^T', 'A Z W'),

@@ -62,7 +62,8 @@ def test_affinity_is_row_stochastic_per_head():
     assert torch.allclose(a.sum(-1), torch.ones(2, 2, 30, dtype=torch.float64))
     assert (a >= 0).all() and torch.linalg.matrix_rank(a).max() <= 4  # Cs / heads = 4
     row = LinearAttentionBlock(16).spectral_form()
-    assert row == dict(vertices='N', edges='N x N', affinity='M', node_feature='X W_Z', filter='A Z W')
+    assert row == dict(vertices='N', edges='N x N', affinity='M, M = softmax_c(Q) softmax_N(K)^T', node_feature='X W_Z',
+                       filter='A Z W')
 
 
 def test_snl_normalisation_of_the_efficient_attention_graph():
