@@ -8,7 +8,8 @@
 #
 # The installation runs once: it is recorded by a stamp file that depends on the packaging files, so a
 # second run goes straight to the tests / the demo. `make install` only installs; `make clean-venv` removes it;
-# `make test TESTS=tests/compat PYTEST_ARGS=-x` runs a part of the suite.
+# `make test TESTS=tests/compat PYTEST_ARGS=-x` runs a part of the suite; the tests run in one pytest-xdist worker
+# per core (`WORKERS=0`: one process).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
@@ -23,6 +24,8 @@ EXTRAS := all,tests
 STAMP := $(VENV)/.snl_mm-installed
 TESTS ?= tests
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core (`make test WORKERS=0` runs in one process)
+WORKERS ?= auto
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -30,11 +33,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 test: $(STAMP)
 	bash tools/build_mmcv.sh $(PY)
-	$(PY) -m pytest $(TESTS) -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) -p no:cacheprovider -n $(WORKERS) --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	bash tools/build_mmcv.sh $(PY)
-	$(PY) -m pytest $(TESTS) -p no:cacheprovider -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) -p no:cacheprovider -n $(WORKERS) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" VIRTUAL_ENV="$(CURDIR)/$(VENV)" bash tools/demo.sh

@@ -34,7 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: matrix), models traced and exported, wheels and compiled builds, and the sweeps of every block over dtypes and
 #: inputs (the unit tier keeps each block's shape, identity, independence and autocast checks)
 SLOW_PATHS = (
-    'tests/configs/', 'tests/tools/', 'tests/packaging/', 'tests/det/', 'tests/deploy/', 'tests/analysis/', 'tests/seg/',
+    'tests/configs/', 'tests/tools/', 'tests/packaging/', 'tests/det/', 'tests/deploy/', 'tests/analysis/',
+    'tests/seg/',
     'tests/backbones/', 'tests/plugins/test_traceable.py', 'tests/plugins/test_plugin_training.py',
     'tests/plugins/test_exactly_once.py', 'tests/compat/test_crash_resume.py', 'tests/compat/test_exact_resume.py',
     'tests/compat/test_resume_fallback.py', 'tests/compat/test_dist.py', 'tests/compat/test_runner_alone.py',
@@ -47,6 +48,17 @@ SLOW_FIXTURES = {'subprocess_env', 'python', 'free_port'}
 
 def pytest_configure(config) -> None:
     config.addinivalue_line('markers', 'slow: the integration tier (make test runs it, make test-fast does not)')
+    _share_the_cores()
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker's torch takes its share of the
+    cores: the suite's small tensors gain nothing from threads, and workers that each start every thread slow
+    one another down."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -1,18 +1,20 @@
 """ANN: the asymmetric non-local blocks of Zhu et al. 2019 (APNB, AFNB), laid out as mmsegmentation's ``ANNHead``."""
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import constant_init, normal_init
+from mmengine.model import constant_init
 from torch import Tensor
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from snl_mm.graph import POOL_SCALES, AnchorOperator, PyramidAnchors, graph_filter
 from snl_mm.registry import ROOT_MODELS
+from snl_mm.utils import check_positive_int
 from .base import FilterWeight, NonlocalBase
 from .tokens import ConfigType, _is_plain_pointwise, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+
 
 @torch.fx.wrap
 def key_map(x: Tensor, context: Optional[Tensor]) -> Tensor:
@@ -178,22 +180,11 @@ class PyramidNonlocal(NonlocalBase):
             super().init_weights()
             return
         if self.fusion == 'concat':
-            for m in self.modules():
-                if isinstance(m, ConvModule):
-                    m.init_weights()
+            self.init_upstream_start([stage.value_project for stage in self.stages])
             for stage in self.stages:
-                stage.value_project.reset_parameters()
                 constant_init(stage.out_project, 0)
             return
-        for stage in self.stages:
-            for m in stage.modules():
-                if isinstance(m, nn.modules.conv._ConvNd):
-                    normal_init(m, std=0.01)
-                elif isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
-                    constant_init(m, 1)
-        for layer in self.output_layers():
-            for param in layer.parameters():
-                param.detach().zero_()
+        self.init_identity_start(self.stages)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, pool_scales={self.pool_scales}, query_scales={self.query_scales}, '
@@ -323,10 +314,8 @@ class AFNBBlock(PyramidNonlocal):
                  norm_cfg: ConfigType = dict(type='BN'),
                  act_cfg: ConfigType = dict(type='ReLU'),
                  init_cfg: ConfigType = None):
-        if context_channels is not None and (not isinstance(context_channels, int)
-                                             or isinstance(context_channels, bool) or context_channels < 1):
-            raise ValueError(f'AFNBBlock: context_channels must be a positive integer or None (in_channels), got '
-                             f'{context_channels!r}')
+        if context_channels is not None:
+            check_positive_int(context_channels, 'context_channels', 'AFNBBlock', note=' or None (in_channels)')
         super().__init__(in_channels, reduction, inner_channels, context_channels, pool_scales, query_scales, fusion,
                          conv_cfg, norm_cfg, act_cfg, init_cfg)
 

@@ -19,14 +19,14 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
-from mmcv.cnn import build_activation_layer, build_conv_layer, build_norm_layer
-from mmengine.model import BaseModule, normal_init
+from mmcv.cnn import ConvModule, build_activation_layer, build_conv_layer, build_norm_layer
+from mmengine.model import BaseModule, constant_init, normal_init
 from torch import Tensor
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from snl_mm.graph import FilterSpec, GraphOperator, graph_filter
 from snl_mm.utils import check_positive_int
-from .tokens import ConfigType, flat_norm_cfg, flatten_map
+from .tokens import ConfigType, flat_norm_cfg
 
 #: a filter weight: node signals in token layout ``(B, N, c)`` -> the block's output map ``(B, C, N, 1)``
 FilterWeight = Callable[[Tensor], Tensor]
@@ -200,6 +200,28 @@ class NonlocalBase(BaseModule):
             for layer in self.output_layers(unit):
                 for param in layer.parameters():
                     param.detach().zero_()
+
+    def init_identity_start(self, root: nn.Module) -> None:
+        """The residual start of a block whose units are built from ``ConvModule``s: every convolution under
+        ``root`` ``N(0, 0.01)`` with zero bias, every affine norm weight 1 and bias 0, then the output layers zero
+        (the block is the identity)."""
+        for m in root.modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                normal_init(m, std=0.01)
+            elif isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
+                constant_init(m, 1)
+        for layer in self.output_layers():
+            for param in layer.parameters():
+                param.detach().zero_()
+
+    def init_upstream_start(self, plain_convs: Sequence[nn.Module]) -> None:
+        """mmsegmentation's start for a head-like block: every ``ConvModule``'s own initialisation (Kaiming
+        convolutions, unit norms) and PyTorch's default for ``plain_convs`` (convolutions outside a ``ConvModule``)."""
+        for m in self.modules():
+            if isinstance(m, ConvModule):
+                m.init_weights()
+        for conv in plain_convs:
+            conv.reset_parameters()
 
     def _reshape_pointwise_kernels(self, state_dict, prefix, *args) -> None:
         """Accept 1x1 kernels of any rank: ``(O, I, 1, 1, 1)`` or ``(O, I, 1)`` load as ``(O, I, 1, 1)``."""

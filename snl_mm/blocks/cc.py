@@ -105,8 +105,8 @@ class CCBlock(NonlocalBase):
     def graph_operator(self, x: Tensor) -> CrissCrossOperator:
         """The criss-cross affinity of input ``x`` ``(B, C, *S)``."""
         grid = x.movedim(1, x.dim() - 1)
-        qk = pointwise_tokens([self.query_conv, self.key_conv], grid).reshape(x.shape[0], -1,
-                                                                             2 * self.key_channels)
+        qk = pointwise_tokens([self.query_conv, self.key_conv], grid)
+        qk = qk.reshape(x.shape[0], -1, 2 * self.key_channels)
         q, k = qk.split(self.key_channels, dim=-1)
         return self.graph(q, k, x.shape[2:])
 

@@ -25,7 +25,10 @@ def mask_logits(conv: nn.Module, x: Tensor) -> Tensor:
     layer (a ``conv_cfg``) as built."""
     if not _is_plain_pointwise(conv):
         return to_tokens(conv(x))
-    logits = torch.matmul(conv.weight.flatten(1), x.flatten(2))  # (1, C) @ (B, C, N) -> (B, 1, N)
+    # (B, 1, C) @ (B, C, N) -> (B, 1, N); bmm, not matmul: matmul folds a 2-D weight times a batch by copying the
+    # map to (B N, C), and its gradient comes back in that transposed layout (a strided sum into the input's)
+    maps = x.flatten(2)
+    logits = torch.bmm(conv.weight.flatten(1).expand(maps.shape[0], 1, -1), maps)
     if conv.bias is not None:
         logits = logits + conv.bias.reshape(1, 1, 1)
     return logits.transpose(1, 2)

@@ -5,7 +5,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import constant_init, normal_init
 from torch import Tensor
 
 from snl_mm.graph import InterlacedAffinity, InterlacedOperator, graph_filter
@@ -208,22 +207,10 @@ class ISABlock(NonlocalBase):
         if self.init_cfg:
             super().init_weights()
             return
-        relations = (self.global_relation, self.local_relation)
         if self.fusion == 'concat':
-            for m in self.modules():
-                if isinstance(m, ConvModule):
-                    m.init_weights()
-            for relation in relations:
-                relation.value_project.reset_parameters()
+            self.init_upstream_start([self.global_relation.value_project, self.local_relation.value_project])
             return
-        for m in self.modules():
-            if isinstance(m, nn.modules.conv._ConvNd):
-                normal_init(m, std=0.01)
-            elif isinstance(m, nn.modules.batchnorm._NormBase) and m.affine:
-                constant_init(m, 1)
-        for layer in self.output_layers():
-            for param in layer.parameters():
-                param.detach().zero_()
+        self.init_identity_start(self)
 
     def spectral_form(self) -> Dict[str, str]:
         """Two relations in sequence, each ``A Z W`` on its block-sparse graph (long-range, then short-range)."""

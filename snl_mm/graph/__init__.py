@@ -17,7 +17,8 @@ from .operator import MultiHeadOperator, SumOperator
 from .pooling import POOLINGS, PoolingAffinity, RankOneOperator
 
 __all__ = [
-    'AFFINITIES', 'build_affinity', 'register_affinity', 'Affinity', 'GraphOperator', 'DenseOperator', 'SoftmaxOperator', 'LowRankOperator', 'KERNELS',
+    'AFFINITIES', 'build_affinity', 'register_affinity', 'Affinity', 'GraphOperator', 'DenseOperator',
+    'SoftmaxOperator', 'LowRankOperator', 'KERNELS',
     'NORMALIZATIONS', 'PATHS', 'choose_path', 'FilterSpec', 'chebyshev_basis', 'graph_filter',
     'ChannelAffinity', 'CHANNEL_KERNELS', 'taylor_features', 'CrissCrossOperator', 'criss_cross_attention',
     'criss_cross_mask', 'CRISS_CROSS_RANKS', 'CrissCross', 'DoubleAttention', 'double_attention',

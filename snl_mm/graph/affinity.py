@@ -196,9 +196,8 @@ class Affinity:
                     path=self.path, center=self.center, temperature=self.temperature, heads=self.heads)
 
     def __repr__(self) -> str:
-        options = ''.join(f', {k}={v!r}' for k, v in (('center', self.center), ('temperature', self.temperature),
-                                                       ('heads', self.heads))
-                          if v != {'center': False, 'temperature': 1.0, 'heads': 1}[k])
+        defaults = {'center': False, 'temperature': 1.0, 'heads': 1}
+        options = ''.join(f', {k}={getattr(self, k)!r}' for k, v in defaults.items() if getattr(self, k) != v)
         return (f'Affinity(kernel={self.kernel!r}, symmetrize={self.symmetrize}, '
                 f'normalize={self.normalize!r}, scale={self.scale!r}, path={self.path!r}{options})')
 

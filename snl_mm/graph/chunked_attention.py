@@ -50,7 +50,10 @@ class ChunkedSoftmaxAttention(torch.autograd.Function):
     """``softmax(s q k^T) v`` chunk by chunk, forward and backward (:mod:`snl_mm.graph.chunked_attention`).
 
     Each pass allocates its ``rows x N_k`` buffers once and reuses them for every chunk (a fresh allocation per
-    chunk leaves the allocator's heap fragmented: freed buffers the next chunk cannot reuse)."""
+    chunk leaves the allocator's heap fragmented: freed buffers the next chunk cannot reuse). The values, the
+    output and their gradients are kept channel-major, ``(B, c_v, N)``, the layout of the maps they come from and
+    go to: ``v`` is read and the output written without a transposing copy (the output is returned as the
+    ``(B, N_q, c_v)`` view of a ``(B, c_v, N_q)`` buffer)."""
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
@@ -58,51 +61,54 @@ class ChunkedSoftmaxAttention(torch.autograd.Function):
         n_k = k.shape[1]
         rows = chunk_rows(n_q, n_k)
         q32, k32 = float32(q), float32(k)
-        out = v.new_empty(b, n_q, v.shape[-1])
+        vt = v.transpose(1, 2).contiguous()  # (B, c_v, N_k): no copy for a view of a channel-major map
+        out_t = v.new_empty(b, v.shape[-1], n_q)
         logits, p = (q32.new_empty(rows, n_k) for _ in range(2))
         for i in range(b):
-            kt, vi = k32[i].t(), v[i]
+            kt = k32[i].t()
             for start in range(0, n_q, rows):
                 stop = min(start + rows, n_q)
                 weights = _softmax_rows(q32[i, start:stop], kt, scale, logits, p)
-                torch.mm(weights.to(v.dtype), vi, out=out[i, start:stop])
-        ctx.save_for_backward(q, k, v)
+                # (c_v, N_k) @ (N_k, rows), written into the columns of the chunk (a BLAS-compatible view)
+                torch.mm(vt[i], weights.t().to(v.dtype), out=out_t[i, :, start:stop])
+        ctx.save_for_backward(q, k, vt)
         ctx.scale = scale
-        return out
+        return out_t.transpose(1, 2)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor) -> Tuple[Tensor, Tensor, Tensor, None]:
-        q, k, v = ctx.saved_tensors
+        q, k, vt = ctx.saved_tensors
         scale = ctx.scale
         b, n_q, _ = q.shape
         n_k = k.shape[1]
         rows = chunk_rows(n_q, n_k)
-        q32, k32, v32, g32 = float32(q), float32(k), float32(v), float32(grad_out.contiguous())
+        q32, k32, vt32 = float32(q), float32(k), float32(vt)
+        gt32 = float32(grad_out.transpose(1, 2)).contiguous()  # (B, c_v, N_q)
         dq = torch.empty_like(q32)
         dk = torch.zeros_like(k32)
-        dv = torch.zeros_like(v32)
+        dvt = torch.zeros_like(vt32)
         logits, p, dp, ds = (q32.new_empty(rows, n_k) for _ in range(4))
         for i in range(b):
-            kt, vt = k32[i].t(), v32[i].t()
+            kt = k32[i].t()
             for start in range(0, n_q, rows):
                 stop = min(start + rows, n_q)
                 weights = _softmax_rows(q32[i, start:stop], kt, scale, logits, p)
-                g = g32[i, start:stop]
-                dv[i].addmm_(weights.t(), g)
+                g = gt32[i, :, start:stop]  # (c_v, rows)
+                dvt[i].addmm_(g, weights)  # dv^T += g^T P
                 # d logits = P o (dP - rowsum(dP o P)), dP = g v^T: the softmax backward, fused
-                grad_p = torch.mm(g, vt, out=dp[:stop - start])
+                grad_p = torch.mm(g.t(), vt32[i], out=dp[:stop - start])
                 grad_logits = torch.ops.aten._softmax_backward_data.out(grad_p, weights, -1, weights.dtype,
                                                                         grad_input=ds[:stop - start])
                 if scale != 1.0:
                     grad_logits.mul_(scale)
                 torch.mm(grad_logits, k32[i], out=dq[i, start:stop])
                 dk[i].addmm_(grad_logits.t(), q32[i, start:stop])
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None
+        return dq.to(q.dtype), dk.to(k.dtype), dvt.to(vt.dtype).transpose(1, 2), None
 
 
 def chunked_softmax_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """``softmax(scale q k^T) v`` for ``q`` ``(B, N_q, c)``, ``k`` ``(B, N_k, c)``, ``v`` ``(B, N_k, c_v)`` over
-    query chunks (never an ``N_q x N_k`` buffer, forward or backward); ``(B, N_q, c_v)`` contiguous, in the dtype
-    of ``v``."""
-    return ChunkedSoftmaxAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), float(scale))
+    query chunks (never an ``N_q x N_k`` buffer, forward or backward); ``(B, N_q, c_v)`` in the dtype of ``v``, the
+    transposed view of a contiguous ``(B, c_v, N_q)`` buffer."""
+    return ChunkedSoftmaxAttention.apply(q.contiguous(), k.contiguous(), v, float(scale))

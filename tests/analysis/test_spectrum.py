@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from snl_mm.analysis.spectrum import SYMMETRY_TOL, affinity_cores, affinity_stats, block_report, filter_response, plot_spectra
+from snl_mm.analysis.spectrum import (SYMMETRY_TOL, affinity_cores, affinity_stats, block_report, filter_response,
+                                      plot_spectra)
 from snl_mm.blocks import BLOCK_NAMES, FAMILY_NAMES, find_blocks
 from snl_mm.graph import graph_filter
 from snl_mm.registry import MODELS, ROOT_MODELS

@@ -139,8 +139,8 @@ def _conv_module(m, x):
 def test_bottleneck3d_positions(position, expected, randomise_norms_):
     """``after_convK`` is the output of mmaction2's ``convK`` ConvModule (conv, norm and, but for conv3, ReLU)."""
     model = backbones.ResNet3d(depth=50, pretrained=None, num_stages=1, out_indices=(0, ), spatial_strides=(1, ),
-                             temporal_strides=(1, ), dilations=(1, ), conv_cfg=dict(type='Conv3d'),
-                             plugins=[dict(cfg=dict(type='SNLBlock'), blocks=(1, ), position=position)])
+                               temporal_strides=(1, ), dilations=(1, ), conv_cfg=dict(type='Conv3d'),
+                               plugins=[dict(cfg=dict(type='SNLBlock'), blocks=(1, ), position=position)])
     model.init_weights()
     randomise_norms_(model, seed=2)
     model.eval()

@@ -150,6 +150,7 @@ SHRINK = {
                                       n_layers=2, n_dim=96, n_head=4, mlp_dropout=[0.5, 0.5],
                                       clip_pretrained=False),
     ('mmaction', 'VisionTransformer'): dict(img_size=64, embed_dims=96, depth=4, num_heads=4, num_frames=8),
+    ('mmpretrain', 'MixMIMTransformer'): dict(arch=dict(embed_dims=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])),
     ('mmseg', 'BEiT'): dict(img_size=(224, 224), embed_dims=96, num_layers=4, num_heads=4, out_indices=(1, 3)),
     ('mmseg', 'MAE'): dict(img_size=(224, 224), embed_dims=96, num_layers=4, num_heads=4, out_indices=(1, 3)),
     ('mmseg', 'VisionTransformer'): dict(img_size=(224, 224), embed_dims=96, num_layers=4, num_heads=4,
@@ -160,6 +161,12 @@ SHRINK = {
 ENTRIES = {
     # the maps of UniFormerV2's extractor reach the output through cross-attention layers that start at zero
     ('mmaction', 'UniFormerV2'): dict(after='conv1'),
+    # the rule's middle module of these transformers is an attention's softmax or dropout: its (B, heads, L, L)
+    # output passes the map test, but it is no feature map, and a block over its L^2 positions costs seconds; a
+    # layer's tokens are what a user gives a block
+    ('mmpretrain', 'HiViT'): dict(after='blocks.6', layout=dict(type='tokens', grid=(14, 14), extra_tokens=0)),
+    ('mmseg', 'BEiT'): dict(after='layers.1', layout=dict(type='tokens', grid=(14, 14), extra_tokens=1)),
+    ('mmseg', 'MAE'): dict(after='layers.1', layout=dict(type='tokens', grid=(14, 14), extra_tokens=1)),
 }
 
 EXCLUDED = {

@@ -120,5 +120,11 @@ def test_float32_equals_mmsegmentation(name):
     assert rel_err(y - x, y_ref - x) < 1e-5
     assert rel_err(gx, gx_ref) < 1e-5
     assert grads.keys() == grads_ref.keys()
+    # The key bias adds q_i^T b to a whole row of logits, which the row softmax removes: its gradient is zero in
+    # exact arithmetic and float32 rounding in both, so it is compared on the scale of the other gradients.
+    scale = max(float(g.abs().max()) for g in grads_ref.values())
     for key in grads:
-        assert rel_err(grads[key], grads_ref[key]) < 1e-4, key
+        if key == 'key_project.bias':
+            assert float((grads[key] - grads_ref[key]).abs().max()) < 1e-5 * scale, key
+        else:
+            assert rel_err(grads[key], grads_ref[key]) < 1e-4, key

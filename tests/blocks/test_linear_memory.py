@@ -1,6 +1,7 @@
 """A2, CGNL and CC never allocate an ``N x N`` buffer in forward: measured with the profiler's memory records
 at ``N = 96 x 96 = 9216`` (an ``N x N`` float32 matrix would be 340 MB). The blocks linear in ``N`` (GC, linear
-attention, CAM, EMA, ANN's APNB and AFNB) need at most 2.2 times the extra memory for a forward and backward pass when ``N`` doubles."""
+attention, CAM, EMA, ANN's APNB and AFNB) need at most 2.2 times the extra memory for a forward and backward pass
+when ``N`` doubles."""
 import pytest
 import torch
 

@@ -236,7 +236,6 @@ X3 = [('layer1', 1), ('layer2', 1), ('layer3', 1)]
 TIMESFORMER_TEMPORAL = [f'transformer_layers.layers.{i}.attentions.0' for i in range(12)]
 
 
-
 def _row(table: str, row: str, paper: str, config: str, task: str, data: str, net: str, block: Optional[dict],
          where, init: str = SCRATCH) -> tuple:
     return pytest.param(config, task, data, net, block, where, init, paper, id=f'{table}:{row}')

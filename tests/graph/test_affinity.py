@@ -125,8 +125,7 @@ def _stable_exp_affinity(symmetrize: bool, normalize: str, q, k):
 
 
 @pytest.mark.parametrize('path', ['auto', 'dense'])
-@pytest.mark.parametrize('symmetrize,normalize', [(False, 'random_walk'), (True, 'random_walk'),
-                                                   (True, 'symmetric')])
+@pytest.mark.parametrize('symmetrize,normalize', [(False, 'random_walk'), (True, 'random_walk'), (True, 'symmetric')])
 def test_exp_kernel_large_logits_do_not_overflow(symmetrize, normalize, path):
     # rows whose largest logit lies far (> 100) below the largest logit of the sample: a shift common to
     # the sample leaves every exp of such a row below float32's smallest number

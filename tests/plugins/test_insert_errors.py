@@ -85,7 +85,7 @@ def test_nothing_is_inserted_when_an_entry_fails():
     before = set(backbone.state_dict())
     with pytest.raises(ValueError):
         insert(backbone, [dict(cfg=SNL, blocks=(0, )),
-                                  dict(cfg=dict(type='SNLBlock', reduction=7, postfix=2))])
+                          dict(cfg=dict(type='SNLBlock', reduction=7, postfix=2))])
     assert set(backbone.state_dict()) == before
 
 

@@ -15,6 +15,15 @@ IMAGE_SIZE = (128, 256)
 NUM_CLASSES = 19
 
 
+@pytest.fixture(autouse=True)
+def mmseg_default_scope():
+    """Every segmentation test runs under ``default_scope='mmseg'``, as an mmsegmentation config does: a scope
+    left by another toolbox's test would otherwise resolve unscoped names (a head's loss) in that toolbox."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
+
+
 @pytest.fixture(scope='session')
 def mmseg():
     """Skip the test when mmsegmentation cannot load (no compiled mmcv); else import its models."""

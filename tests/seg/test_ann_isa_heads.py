@@ -83,5 +83,4 @@ def test_isa_head_keys_and_a_checkpoint_that_does_not_match(mmseg, tmp_path):
 def test_ann_head_refuses_one_input(mmseg):
     from snl_mm.registry import MODELS
     with pytest.raises(ValueError, match='ANNHead: in_channels must give the low-level and the high-level map'):
-        MODELS.build(dict(type='snl_mm.ANNHead', **dict(HEADS['ANNHead'], in_channels=[12, 32, 8],
-                                                         in_index=[0, 1, 2])))
+        MODELS.build(dict(type='snl_mm.ANNHead', **dict(HEADS['ANNHead'], in_channels=[12, 32, 8], in_index=[0, 1, 2])))

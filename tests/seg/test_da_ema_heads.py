@@ -91,8 +91,8 @@ def test_ema_head_training_step_moves_the_bases_as_upstream(mmseg, tmp_path):
     assert rel_err(got, expected) < 1e-5
     assert rel_err(ours.ema_block.ema_module.bases, upstream.ema_module.bases) < 1e-6
     for key, value in upstream.state_dict().items():
-        mine = ours.state_dict()[key if key.split('.')[0] not in ('ema_mid_conv', 'ema_module', 'ema_out_conv')
-                                  else f'ema_block.{key}']
+        moved = key.split('.')[0] in ('ema_mid_conv', 'ema_module', 'ema_out_conv')
+        mine = ours.state_dict()[f'ema_block.{key}' if moved else key]
         assert torch.equal(mine, value) or rel_err(mine.float(), value.float()) < 1e-6, key
 
 

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
-from snl_mm.analysis.benchmark import (DEVICES, DTYPES, IMPLEMENTATIONS, Case,  # noqa: E402
+from snl_mm.analysis.benchmark import (DEVICES, DTYPES, IMPLEMENTATIONS, REFERENCE_LIMIT_BYTES, Case,  # noqa: E402
                                        format_model_table, format_scaling, format_table, machine_info,
                                        parse_shape, run_benchmark, run_model_step, run_models, run_paths,
                                        write_results)
@@ -71,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='with --models: one input instead of the config\'s crop / clip')
     parser.add_argument('--out-dir', default='work_dirs/benchmark', help='where results go')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--reference-limit-gib', type=float, default=REFERENCE_LIMIT_BYTES / 2**30,
+                        help='skip references whose N x N maps would need more memory (GiB; estimated as four '
+                        '(B, N, N) float32 maps)')
     args = parser.parse_args(argv)
     if args.blocks == ['all']:
         from snl_mm.blocks import BLOCK_NAMES
@@ -113,7 +116,8 @@ def main(argv=None) -> int:
     rows = run_benchmark(cases, impls=args.impls, device=args.device, dtype=args.dtype,
                          repeats=args.repeats, warmup=args.warmup, memory=not args.no_memory,
                          timing=not args.no_time, products=not args.no_products,
-                         isolate=not args.in_process, seed=args.seed)
+                         isolate=not args.in_process, seed=args.seed,
+                         reference_limit_bytes=int(args.reference_limit_gib * 2**30))
     print(f'\n{args.device}, {args.dtype}' + (' (autocast)' if args.dtype != 'fp32' else ''))
     print(format_table(rows))
     scaling = format_scaling(rows)

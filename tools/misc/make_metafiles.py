@@ -5,7 +5,8 @@ Every config of a task folder (sub-folders included, ``_base_`` excluded) become
 metafile: its config path, training data, architecture, the parameters and FLOPs of its model as measured here
 (``snl_mm.analysis.flops``, the counter of ``tools/analysis/get_flops.py``: multiply-accumulates of one input,
 its size recorded as ``FLOPs Input``), and the published numbers it is meant to reproduce
-(``tools/misc/published_results.yml``: the paper's tables, or an upstream model zoo), with their source. No weights: none are published yet.
+(``tools/misc/published_results.yml``: the paper's tables, or an upstream model zoo), with their source. No weights:
+none are published yet.
 
     python tools/misc/make_metafiles.py                      # measure every config, write all files
     python tools/misc/make_metafiles.py --folders coco demo  # re-measure these folders, keep the others

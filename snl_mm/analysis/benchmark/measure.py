@@ -15,7 +15,7 @@ from torch import Tensor
 from .cases import (DTYPES, IMPLEMENTATIONS, Case, build_block, check_settings,
                     precision_settings)
 from .memory import peak_memory_mib, quiet_stderr
-from .references import reference
+from .references import REFERENCE_LIMIT_BYTES, reference
 from .report import fmt
 
 #: operators whose self time is the block's matrix-product floor.
@@ -118,7 +118,7 @@ def measure_case(spec: Dict[str, Any]) -> Dict[str, Any]:
     for kind in spec['impls']:
         if kind == 'block':
             continue
-        ref, why = reference(kind, block, case.shape)
+        ref, why = reference(kind, block, case.shape, spec.get('reference_limit_bytes', REFERENCE_LIMIT_BYTES))
         if ref is None:
             notes[kind] = why
         else:
@@ -229,6 +229,7 @@ def run_benchmark(cases: Sequence[Case],
                   products: bool = True,
                   isolate: bool = True,
                   seed: int = 0,
+                  reference_limit_bytes: int = REFERENCE_LIMIT_BYTES,
                   log: Optional[Callable[[str], None]] = print) -> List[Dict[str, Any]]:
     """Measure every case, each in a fresh ``spawn`` process (``isolate=True``).
 
@@ -245,6 +246,8 @@ def run_benchmark(cases: Sequence[Case],
         isolate (bool): one fresh process per case (needed for clean CPU memory figures; on CUDA the
             allocator's counters are clean in one process).
         seed (int): seed of weights and inputs.
+        reference_limit_bytes (int): references whose ``N x N`` buffers would need more are skipped
+            (:func:`~snl_mm.analysis.benchmark.references.reference`).
         log (callable, optional): progress messages.
 
     Returns:
@@ -261,7 +264,7 @@ def run_benchmark(cases: Sequence[Case],
     for case in cases:
         spec = dict(block=case.block, shape=list(case.shape), cfg=case.cfg, impls=impls, device=device,
                     dtype=dtype, repeats=repeats, warmup=warmup, memory=memory, time=timing,
-                    products=products, seed=seed)
+                    products=products, seed=seed, reference_limit_bytes=reference_limit_bytes)
         start = time.perf_counter()
         try:
             result = run_isolated(measure_case, spec, isolate)['rows']

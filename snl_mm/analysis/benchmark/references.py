@@ -223,21 +223,23 @@ def mmcv_criss_cross() -> type:
         return module.CrissCrossAttention
 
 
-def reference(kind: str, block: nn.Module, shape: Sequence[int]) -> Tuple[Optional[nn.Module], str]:
+def reference(kind: str, block: nn.Module, shape: Sequence[int],
+              limit_bytes: int = REFERENCE_LIMIT_BYTES) -> Tuple[Optional[nn.Module], str]:
     """The ``'dense'`` or ``'mmcv'`` counterpart of ``block`` with its weights, or None and why not.
 
     Args:
         kind (str): ``'dense'`` or ``'mmcv'``.
         block (nn.Module): a built block.
         shape (sequence[int]): the input shape ``(B, C, *S)``.
+        limit_bytes (int): skip a reference whose ``N x N`` buffers would need more (estimated as four
+            ``(B, N, N)`` float32 maps). Default: :data:`REFERENCE_LIMIT_BYTES`.
     """
     if kind not in ('dense', 'mmcv'):
         raise ValueError(f"reference kind must be 'dense' or 'mmcv', got {kind!r}")
     b, n = shape[0], math.prod(shape[2:])
     # the references hold a few (B, N, N) float32 buffers at once
-    if 4 * b * n * n * 4 > REFERENCE_LIMIT_BYTES and not (kind == 'mmcv'
-                                                          and type(block).__name__ in LINEAR_REFERENCES):
-        return None, f'N x N reference needs > {REFERENCE_LIMIT_BYTES >> 30} GiB'
+    if 4 * b * n * n * 4 > limit_bytes and not (kind == 'mmcv' and type(block).__name__ in LINEAR_REFERENCES):
+        return None, f'N x N reference needs > {limit_bytes / 2**30:g} GiB'
     ref, why = (_dense if kind == 'dense' else _mmcv)(block, len(shape) - 2)
     if ref is None:
         return None, why
