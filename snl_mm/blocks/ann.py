@@ -89,7 +89,8 @@ class PyramidNonlocal(NonlocalBase):
             raise ValueError(f'{owner}: {err}') from err
         if context_channels is None:
             context_channels = in_channels
-        self.context_channels = context_channels
+        self.context_channels = check_positive_int(context_channels, 'context_channels', owner,
+                                                   note=' or None (in_channels)')
         self.pool_scales = self.graph.pool_scales
         self.query_scales = tuple(query_scales)
         self.stages = nn.ModuleList(
@@ -301,23 +302,6 @@ class AFNBBlock(PyramidNonlocal):
     share_key_query = False
     bottleneck_act = False
     node_feature = 'X_c W_Z'
-
-    def __init__(self,
-                 in_channels: int,
-                 reduction: int = 2,
-                 inner_channels: Optional[int] = None,
-                 context_channels: Optional[int] = None,
-                 pool_scales: Sequence[int] = POOL_SCALES,
-                 query_scales: Sequence[int] = (1, ),
-                 fusion: str = 'residual',
-                 conv_cfg: ConfigType = None,
-                 norm_cfg: ConfigType = dict(type='BN'),
-                 act_cfg: ConfigType = dict(type='ReLU'),
-                 init_cfg: ConfigType = None):
-        if context_channels is not None:
-            check_positive_int(context_channels, 'context_channels', 'AFNBBlock', note=' or None (in_channels)')
-        super().__init__(in_channels, reduction, inner_channels, context_channels, pool_scales, query_scales, fusion,
-                         conv_cfg, norm_cfg, act_cfg, init_cfg)
 
     def check_context(self, x: Tensor, context: Optional[Tensor]) -> Tensor:
         """The key map: ``context``, or ``x`` when None (checked as the input is)."""

@@ -4,7 +4,8 @@ outputs; EMAHead's moving average in training)."""
 import pytest
 import torch
 
-from tests.helpers import randomise_, rel_err
+from tests.helpers import rel_err
+from tests.seg.heads import upstream_and_loaded
 
 NORM = dict(type='BN', requires_grad=True)
 HEADS = {
@@ -16,19 +17,7 @@ HEADS = {
 
 
 def _heads(name, tmp_path):
-    """The upstream head with random weights, norms and buffers, and the package's head loaded from its checkpoint
-    file (mmengine's ``load_checkpoint``, strict)."""
-    from mmengine.runner import load_checkpoint
-    from mmseg.registry import MODELS as MMSEG_MODELS
-
-    from snl_mm.registry import MODELS
-    torch.manual_seed(0)
-    upstream = randomise_(MMSEG_MODELS.build(dict(type=name, **HEADS[name])), std=0.2, seed=3)
-    path = tmp_path / f'{name}.pth'
-    torch.save(dict(state_dict=upstream.state_dict()), path)
-    ours = MODELS.build(dict(type=f'snl_mm.{name}', **HEADS[name]))
-    load_checkpoint(ours, str(path), map_location='cpu', strict=True)
-    return upstream, ours
+    return upstream_and_loaded(name, HEADS[name], tmp_path)
 
 
 def _inputs(seed=1):
