@@ -19,9 +19,11 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 SEQUENTIAL_CMAP = 'viridis'
 #: a diverging colour map for signed matrices
 DIVERGING_CMAP = 'RdBu_r'
-#: Okabe & Ito's colour-blind safe palette (black first: the baseline)
+#: Okabe & Ito's colour-blind safe palette (black first: the baseline), then Paul Tol's muted one, so that the
+#: six blocks, the family and the baseline (16 series) each get a colour of their own
 SERIES_COLORS: Tuple[str, ...] = ('#000000', '#E69F00', '#56B4E9', '#009E73', '#D55E00', '#0072B2', '#CC79A7',
-                                  '#F0E442')
+                                  '#F0E442', '#332288', '#88CCEE', '#44AA99', '#117733', '#999933', '#CC6677',
+                                  '#882255', '#AA4499')
 SERIES_MARKERS: Tuple[str, ...] = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', 'h')
 #: colours of query markers on images (bright, told apart by their labels as well)
 QUERY_COLORS: Tuple[str, ...] = ('#ff4fa3', '#ffb000', '#37d67a', '#2ccce4', '#f47373')
