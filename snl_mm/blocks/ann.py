@@ -13,7 +13,7 @@ from snl_mm.graph import POOL_SCALES, AnchorOperator, PyramidAnchors, graph_filt
 from snl_mm.registry import ROOT_MODELS
 from snl_mm.utils import check_positive_int
 from .base import FilterWeight, NonlocalBase
-from .tokens import ConfigType, _is_plain_pointwise, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+from .tokens import ConfigType, is_plain_pointwise, flat_norm_cfg, flatten_map, from_tokens, to_tokens
 
 
 @torch.fx.wrap
@@ -156,7 +156,7 @@ class PyramidNonlocal(NonlocalBase):
         out = None
         for stage in self.stages:
             op = self.stage_operator(stage, x, feats)
-            if _is_plain_pointwise(stage.value_project) and _is_plain_pointwise(stage.out_project):
+            if is_plain_pointwise(stage.value_project) and is_plain_pointwise(stage.out_project):
                 # channel-major: a (B, C, N, 1) view of tokens has channels-last strides, on which CPU batch
                 # norm's backward is wrong (PyTorch 2.x)
                 term = from_tokens(op.attend(self.anchor_values(stage, op, feats))).contiguous()

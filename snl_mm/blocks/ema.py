@@ -10,7 +10,7 @@ from torch import Tensor
 from snl_mm.graph import EMAffinity, EMOperator, graph_filter
 from snl_mm.registry import ROOT_MODELS
 from .base import FilterWeight, NonlocalBase
-from .tokens import ConfigType, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+from .tokens import ConfigType, flat_norm_cfg, flatten_map, from_tokens, is_plain_pointwise, to_tokens
 
 #: how the unit's output meets its input: ``X + out`` (identity at init) or EMANet's ``relu(X + out)``
 FUSIONS = ('residual', 'residual_relu')
@@ -29,7 +29,8 @@ class EMABlock(NonlocalBase):
     ``A = Z_resp D_mu^-1 Z~^T`` of rank ``K`` (:mod:`snl_mm.graph.em`). In the unified form (paper Eq. 4, second
     Chebyshev term) this is ``F(A, Z) = relu(A Z) W`` with ``W`` the 1x1 convolution of ``ema_out_conv`` and its
     norm the output norm (zero-initialised: the block starts as the identity). Memory ``O(N K + N C)``; ``A`` is
-    never formed. The EM iterations run in float32 under autocast.
+    never formed, and neither is ``Z`` where ``A Z`` is the reconstruction (see :meth:`forward`). The EM iterations
+    run in float32 under autocast.
 
     With the same state dict and ``fusion='residual_relu'`` it computes what mmsegmentation's ``EMAHead`` computes
     between its ``ema_in_conv`` and ``bottleneck`` (``relu(identity + ema_out_conv(relu(ema_module(
@@ -141,13 +142,32 @@ class EMABlock(NonlocalBase):
         # the norm is ema_out_conv's own (mmsegmentation's layout): only the activation follows
         return None, self.act
 
+    @property
+    def folds_features(self) -> bool:
+        """Whether the forward pass folds ``ema_mid_conv`` into the EM iterations instead of forming ``Z`` (a plain
+        1x1 convolution, and ``A Z`` the reconstruction: ``grad`` other than ``'signal'``)."""
+        return self.grad != 'signal' and is_plain_pointwise(self.ema_mid_conv.conv)
+
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, *S) -> (B, C, *S)``: the unified form of the base with ``Z`` computed once, the affinity's input
-        and the node features both (in training the bases' moving average moves)."""
+        """``(B, C, *S) -> (B, C, *S)``: the unified form of the base with ``Z`` the affinity's input and the node
+        features both (in training the bases' moving average moves).
+
+        ``A Z`` is the reconstruction ``Z_resp mu^T``, so ``Z = X W_m + b`` is needed only inside the EM iterations,
+        where ``W_m`` folds into the bases (:func:`~snl_mm.graph.em.em_iterations`): ``Z`` is never formed, one
+        ``O(N C^2)`` product less than upstream, the same function (to rounding). With ``grad='signal'`` (or a
+        custom ``conv_cfg``) ``Z`` is formed and filtered as in the base.
+        """
         self.check_input(x)
-        z = self._features(x)
-        op = self.ema_module(z, z, x.shape[2:])
-        out = self.residual(x, graph_filter(op, z, self.filter_spec, self.filter_weights(self)), None, self.act)
+        if self.folds_features:
+            tokens = to_tokens(flatten_map(x))
+            conv = self.ema_mid_conv.conv
+            op = self.ema_module(tokens, tokens, x.shape[2:], weight=conv.weight.flatten(1), bias=conv.bias)
+            filtered = self.filter_weights(self)[0](op.reconstruction())
+        else:
+            z = self._features(x)
+            op = self.ema_module(z, z, x.shape[2:])
+            filtered = graph_filter(op, z, self.filter_spec, self.filter_weights(self))
+        out = self.residual(x, filtered, None, self.act)
         return F.relu(out) if self.fusion == 'residual_relu' else out
 
     def spectral_form(self) -> Dict[str, str]:

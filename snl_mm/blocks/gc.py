@@ -10,7 +10,7 @@ from torch import Tensor
 from snl_mm.graph import FilterSpec, PoolingAffinity, RankOneOperator
 from snl_mm.registry import ROOT_MODELS
 from .base import FilterWeight, NonlocalBase
-from .tokens import ConfigType, _is_plain_pointwise, flatten_map, from_tokens, to_tokens
+from .tokens import ConfigType, is_plain_pointwise, flatten_map, from_tokens, to_tokens
 
 #: the fusions of the context into the input, in the order they are applied (mmcv's)
 FUSION_TYPES = ('channel_mul', 'channel_add')
@@ -23,7 +23,7 @@ def mask_logits(conv: nn.Module, x: Tensor) -> Tensor:
     as tokens ``(B, N, 1)``. A plain convolution runs as one matrix-vector product per sample on the channel-major
     map (forward and backward about 3 times faster on the CPU than the one-output-channel convolution); any other
     layer (a ``conv_cfg``) as built."""
-    if not _is_plain_pointwise(conv):
+    if not is_plain_pointwise(conv):
         return to_tokens(conv(x))
     # (B, 1, C) @ (B, C, N) -> (B, 1, N); bmm, not matmul: matmul folds a 2-D weight times a batch by copying the
     # map to (B N, C), and its gradient comes back in that transposed layout (a strided sum into the input's)

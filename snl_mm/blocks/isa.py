@@ -13,7 +13,7 @@ from snl_mm.graph.interlaced import (GroupAttentionOperator, check_down_factor, 
 from snl_mm.registry import ROOT_MODELS
 from .ann import check_fusion
 from .base import FilterWeight, NonlocalBase
-from .tokens import ConfigType, _is_plain_pointwise, flat_norm_cfg, flatten_map, from_tokens, to_tokens
+from .tokens import ConfigType, is_plain_pointwise, flat_norm_cfg, flatten_map, from_tokens, to_tokens
 
 # one call each in a torch.fx graph, as in snl_mm.graph.interlaced (fx patches the names where they are looked up)
 for _name in ('pad_to_cells', 'gather_groups', 'regroup', 'scatter_groups', 'crop_cells'):
@@ -150,7 +150,7 @@ class ISABlock(NonlocalBase):
         op = GroupAttentionOperator(to_tokens(relation.query_project(g)), to_tokens(relation.key_project(g)),
                                     'inv_sqrt')
         value, out = relation.value_project, relation.output_project
-        if not (_is_plain_pointwise(value) and _is_plain_pointwise(out.conv) and out.order == ('conv', 'norm', 'act')):
+        if not (is_plain_pointwise(value) and is_plain_pointwise(out.conv) and out.order == ('conv', 'norm', 'act')):
             return graph_filter(op, self.node_features(relation, g), self.filter_spec, self.filter_weights(relation))
         # A (X W_v + b_v) W_o = A (X W_v W_o + b_v W_o): the value and output convolutions are one product before the
         # attention (A is linear, its rows sum to one), one C x C convolution of the map fewer

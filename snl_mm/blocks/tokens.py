@@ -41,7 +41,9 @@ def from_tokens(t: Tensor) -> Tensor:
     return t.transpose(1, 2).unsqueeze(-1)
 
 
-def _is_plain_pointwise(conv: nn.Module) -> bool:
+def is_plain_pointwise(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a plain 1x1 ``nn.Conv{1,2,3}d`` (ungrouped, stride 1, no padding): a matrix product on
+    the channels, ``x W^T + b`` in token layout."""
     return type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and conv.groups == 1 \
         and set(conv.kernel_size) == {1} and set(conv.stride) == {1} and not any(conv.padding)
 
@@ -55,7 +57,7 @@ def pointwise_tokens(convs: Sequence[nn.Module], t: Tensor) -> Tensor:
     product; any other layer (a custom ``conv_cfg``) runs as a convolution on the flattened channel-first
     map.
     """
-    if all(_is_plain_pointwise(conv) for conv in convs):
+    if all(is_plain_pointwise(conv) for conv in convs):
         weight = torch.cat([conv.weight.flatten(1) for conv in convs])
         biases = [conv.bias for conv in convs]
         if all(b is None for b in biases):

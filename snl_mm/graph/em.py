@@ -22,6 +22,11 @@ starts the iterations. The iterations run without gradient (``grad='none'``, ups
 of autograd, and only the signal it multiplies receives a gradient (through ``A^T``). ``grad='full'``
 differentiates through the iterations as well.
 
+Features that are an affine map of an input, ``X = Y W^T + b`` (a frozen 1x1 convolution, EMANet's
+``ema_mid_conv``), need not be formed: the iterations need only ``X mu`` and ``X^T Z~``, and the map folds into the
+bases (:func:`em_iterations` with ``weight`` and ``bias``), while ``A X`` is the reconstruction ``Z mu^T``
+(:meth:`EMOperator.reconstruction`).
+
 Precision: the iterations (sums over all ``N`` positions) run in float32 under autocast and for half-precision
 modules; the products with the signal in its compute dtype (the reconstruction's entries are bounded by the unit
 bases; other signals go through the low-rank operator's float16 rebalancing, :mod:`snl_mm.graph.precision`).
@@ -48,10 +53,15 @@ EM_GRADS = ('none', 'full')
 
 
 @torch.fx.wrap
-def em_iterations(x: Tensor, bases: Tensor, num_stages: int,
-                  differentiable: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def em_iterations(x: Tensor, bases: Tensor, num_stages: int, differentiable: bool, weight: Optional[Tensor] = None,
+                  bias: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``num_stages`` EM iterations on features ``x`` ``(B, N, c)`` from ``bases`` ``(1, c, K)``, float32 (at
     least), under ``no_grad`` unless ``differentiable``.
+
+    With ``weight`` ``(c, C)`` (and ``bias`` ``(c,)``, optional), ``x`` ``(B, N, C)`` is the input of an affine map
+    and the iterations run on its features ``x W^T + b`` without forming them: ``(x W^T + b) mu = x (W^T mu) +
+    b^T mu`` and ``(x W^T + b)^T Z~ = W (x^T Z~) + b (1^T Z~)`` cost ``O(N C K)`` as on formed features, and the
+    ``O(N C c)`` product that would form them is saved.
 
     Returns:
         tuple: the last responsibilities ``Z`` ``(B, N, K)``, the right factor ``Z~ D_mu^-1`` ``(B, N, K)``, the
@@ -59,13 +69,23 @@ def em_iterations(x: Tensor, bases: Tensor, num_stages: int,
     """
     with no_autocast(x.device.type), torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         x = float32(x)
+        if weight is not None:
+            weight = weight.to(x.dtype)
+            bias = None if bias is None else bias.to(x.dtype)
         mu = bases.to(x.dtype).repeat(x.shape[0], 1, 1)  # a copy: the buffer moves after this call
         previous, raw = mu, mu
         for _ in range(num_stages):
             previous = mu
-            z = torch.softmax(torch.bmm(x, mu), dim=2)
+            logits = torch.bmm(x, mu if weight is None else torch.matmul(weight.t(), mu))
+            if bias is not None:
+                logits = logits + torch.matmul(bias, mu).unsqueeze(1)
+            z = torch.softmax(logits, dim=2)
             z_tilde = F.normalize(z, dim=1, p=1)
             raw = torch.bmm(x.transpose(1, 2), z_tilde)
+            if weight is not None:
+                raw = torch.matmul(weight, raw)
+                if bias is not None:  # the columns of Z~ sum to 1 (to 0 where a column underflowed)
+                    raw = raw + bias[:, None] * z_tilde.sum(dim=1, keepdim=True)
             mu = F.normalize(raw, dim=1, p=2)
         inverse_norm = 1.0 / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)  # F.normalize's denominator
         # in place where nothing is differentiated (z_tilde is saved for the backward of the last M step otherwise)
@@ -108,15 +128,23 @@ def update_moving_average(affinity: 'EMAffinity', bases: Tensor) -> None:
 
 
 @torch.fx.wrap
-def em_matmul(factors: LowRankFactors, responsibilities: Tensor, bases: Tensor, z: Tensor, features: Tensor,
-              reconstruct: bool, differentiable: bool) -> Tensor:
+def em_reconstruction(responsibilities: Tensor, bases: Tensor, like: Tensor) -> Tensor:
+    """The reconstruction ``Z mu^T`` ``(B, N, c)`` of responsibilities ``Z`` ``(B, N, K)`` and bases ``mu``
+    ``(B, c, K)`` in the compute dtype of ``like`` (its entries are bounded by the unit bases), laid out
+    channel-major as the low-rank products."""
+    dtype = compute_dtype(like)
+    with no_autocast(bases.device.type):
+        return torch.bmm(bases.to(dtype), responsibilities.to(dtype).transpose(1, 2)).transpose(1, 2)
+
+
+@torch.fx.wrap
+def em_matmul(factors: LowRankFactors, responsibilities: Tensor, bases: Tensor, z: Tensor,
+              features: Optional[Tensor], reconstruct: bool, differentiable: bool) -> Tensor:
     """``A z`` ``(B, N_q, c_z)`` for signals ``z`` ``(B, N_k, c_z)``. Applied to the features the EM ran on (with
     gradients only where the bases carry them), the reconstruction ``Z mu^T`` (upstream's product, in the compute
-    dtype: its entries are bounded by the unit bases), laid out channel-major as the low-rank products."""
+    dtype), laid out channel-major as the low-rank products."""
     if reconstruct and z is features and (differentiable or not (torch.is_grad_enabled() and z.requires_grad)):
-        dtype = compute_dtype(z)
-        with no_autocast(z.device.type):
-            return torch.bmm(bases.to(dtype), responsibilities.to(dtype).transpose(1, 2)).transpose(1, 2)
+        return em_reconstruction(responsibilities, bases, z)
     return low_rank_matmul(factors, z)
 
 
@@ -127,22 +155,35 @@ class EMOperator(LowRankOperator):
         responsibilities (Tensor): ``Z`` of the queries ``(B, N_q, K)``.
         weights (Tensor): ``Z~ D_mu^-1`` of the keys ``(B, N_k, K)``.
         bases (Tensor): the final bases ``mu`` ``(B, c, K)``.
-        features (Tensor): the keys the EM ran on (``(B, N_k, c)``); a signal that is this tensor is reconstructed.
+        keys (Tensor): the tensor the EM ran on ``(B, N_k, *)``: the features, or the input of the affine map folded
+            into the iterations (``formed=False``).
         normalize (str): one of :data:`EM_NORMALIZATIONS`.
         differentiable (bool): whether the factors carry gradients.
+        formed (bool): whether ``keys`` are the features themselves; then a signal that is this tensor is
+            reconstructed.
     """
 
-    def __init__(self, responsibilities: Tensor, weights: Tensor, bases: Tensor, features: Tensor, normalize: str,
-                 differentiable: bool):
+    def __init__(self, responsibilities: Tensor, weights: Tensor, bases: Tensor, keys: Tensor, normalize: str,
+                 differentiable: bool, formed: bool = True):
         super().__init__(responsibilities, weights, 1.0, symmetrize=normalize == 'symmetric', normalize=normalize,
                          path='factored')
         self.bases = bases
-        self.features = features
+        self.keys = keys
+        self.features = keys if formed else None
         self.differentiable = differentiable
 
     def matmul(self, z: Tensor) -> Tensor:
         return em_matmul(self.factors, self.p, self.bases, z, self.features, self.normalize == 'none',
                          self.differentiable)
+
+    def reconstruction(self) -> Tensor:
+        """``A Z`` ``(B, N, c)`` for the features ``Z`` the EM ran on, formed or not: the reconstruction ``Z mu^T``
+        (``normalize='none'``), in the compute dtype of the keys; a constant of autograd unless the operator is
+        differentiable (upstream's ``grad='none'``: the features pass no gradient through ``A Z``)."""
+        if self.normalize != 'none':
+            raise ValueError(f'EM affinity: the reconstruction Z mu^T is A Z only for normalize="none", not '
+                             f'{self.normalize!r}; apply the operator to the features instead')
+        return em_reconstruction(self.p, self.bases, self.keys)
 
     def core(self) -> Tensor:
         """``V^T U`` ``(B, r, r)`` for ``A = U V^T`` (``U``, ``V`` the factors side by side: ``r = K``, ``2 K`` when
@@ -221,17 +262,30 @@ class EMAffinity(nn.Module):
         return (f'channels={self.channels}, num_bases={self.num_bases}, num_stages={self.num_stages}, '
                 f'momentum={self.momentum}, normalize={self.normalize!r}, grad={self.grad!r}')
 
-    def forward(self, q: Tensor, k: Tensor, spatial: Optional[Sequence[int]] = None,
-                update: bool = True) -> EMOperator:
+    def forward(self, q: Tensor, k: Tensor, spatial: Optional[Sequence[int]] = None, update: bool = True,
+                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> EMOperator:
         """The EM affinity of queries ``q`` and keys ``k`` ``(B, N, c)``; ``spatial`` is not needed. ``update=False``
-        leaves the moving average where it is also in training (for analysis)."""
-        if not is_fx_symbolic_tracing() and (k.dim() != 3 or q.shape != k.shape or k.shape[2] != self.channels):
-            raise ValueError(f'EM affinity (channels={self.channels}) expects q and k of one shape '
-                             f'(B, N, {self.channels}), got {tuple(q.shape)} and {tuple(k.shape)}')
+        leaves the moving average where it is also in training (for analysis).
+
+        With ``weight`` ``(c, C)`` (and ``bias`` ``(c,)``), the keys are the features ``k W^T + b`` of ``k``
+        ``(B, N, C)``, never formed (:func:`em_iterations`), and the queries are the keys (``q is k``); the
+        operator's :meth:`~EMOperator.reconstruction` is ``A`` applied to them.
+        """
+        if weight is not None and q is not k:
+            raise ValueError('EM affinity: with an affine map of the keys (weight), the queries are the keys: '
+                             'pass q is k')
+        if not is_fx_symbolic_tracing():
+            if weight is not None and (weight.dim() != 2 or weight.shape[0] != self.channels):
+                raise ValueError(f'EM affinity (channels={self.channels}) expects weight ({self.channels}, C), got '
+                                 f'{tuple(weight.shape)}')
+            in_channels = self.channels if weight is None else weight.shape[1]
+            if k.dim() != 3 or q.shape != k.shape or k.shape[2] != in_channels:
+                raise ValueError(f'EM affinity (channels={self.channels}) expects q and k of one shape '
+                                 f'(B, N, {in_channels}), got {tuple(q.shape)} and {tuple(k.shape)}')
         differentiable = self.differentiable
-        z, weights, previous, bases = em_iterations(k, self.bases, self.num_stages, differentiable)
+        z, weights, previous, bases = em_iterations(k, self.bases, self.num_stages, differentiable, weight, bias)
         if q is not k:
             z = em_responsibilities(q, previous, differentiable)
         if update:
             update_moving_average(self, bases)
-        return EMOperator(z, weights, bases, k, self.normalize, differentiable)
+        return EMOperator(z, weights, bases, k, self.normalize, differentiable, formed=weight is None)

@@ -141,6 +141,24 @@ def test_gradient_modes():
             assert rel_err(g, torch.autograd.grad(fixed_affinity(xs).sum(), xs)[0]) < 1e-12
 
 
+@pytest.mark.parametrize('grad, conv_cfg, folds', [('none', None, True), ('full', None, True),
+                                                   ('signal', None, False),
+                                                   ('none', dict(type='Conv2dAdaptivePadding'), False)])
+def test_features_folded_into_the_iterations(grad, conv_cfg, folds):
+    """``Z = X W_m + b`` is formed only where ``A Z`` is not the reconstruction (``grad='signal'``) or ``ema_mid_conv``
+    is not a plain 1x1 convolution; either way the block computes the formula."""
+    block = _block(seed=7, grad=grad, conv_cfg=conv_cfg).eval()
+    calls = []
+    block.ema_mid_conv.register_forward_hook(lambda *args: calls.append(1))
+    x = _x(SHAPES[2], seed=8)
+    expected, _ = ema_reference(block, x, False)
+    assert block.folds_features is folds
+    with torch.no_grad():
+        y = block(x)
+    assert bool(calls) is not folds
+    assert rel_err(y - x, expected - x) < 1e-10
+
+
 def test_arguments():
     with pytest.raises(ValueError, match=r"EMABlock: fusion must be one of \('residual', 'residual_relu'\)"):
         EMABlock(8, fusion='concat')

@@ -187,6 +187,44 @@ def test_gradients_none_and_full():
     assert torch.autograd.gradcheck(lambda t: sym(t, t).matmul(t), (xs, ))
 
 
+@pytest.mark.parametrize('with_bias', [True, False], ids=['bias', 'no_bias'])
+def test_affine_features_folded_into_the_iterations(with_bias):
+    """With ``weight`` and ``bias`` the EM runs on the features ``x W^T + b`` without forming them: the same
+    factors, affinity and reconstruction as on the formed features, float64; gradients exact with ``grad='full'``."""
+    aff = _affinity().eval()
+    x = _randn(2, 15, 5, seed=21)
+    weight, bias = _randn(6, 5, seed=22), _randn(6, seed=23) if with_bias else None
+    features = x @ weight.t() + (0 if bias is None else bias)
+    ref = em_reference(features, aff.bases, 3)
+    op = aff(x, x, weight=weight, bias=bias)
+    assert op.features is None and op.keys is x
+    assert rel_err(op.dense(), ref['affinity']) < 1e-12
+    assert rel_err(op.reconstruction(), ref['reconstruction']) < 1e-12
+    assert rel_err(aff(features, features).reconstruction(), ref['reconstruction']) < 1e-12
+    assert rel_err(op.matmul(features), ref['reconstruction']) < 1e-12  # a formed signal through the factors
+
+    full = _affinity(num_stages=2, grad='full').eval()
+    xs = _randn(1, 5, 4, seed=24).requires_grad_()
+    ws = _randn(6, 4, seed=25).requires_grad_()
+    bs = _randn(6, seed=26).requires_grad_() if with_bias else None
+    inputs = (xs, ws) + ((bs, ) if with_bias else ())
+    assert torch.autograd.gradcheck(lambda t, w, *b: full(t, t, weight=w, bias=b[0] if b else None).reconstruction(),
+                                    inputs)
+
+
+def test_affine_features_validated():
+    aff = _affinity()
+    x = _randn(2, 7, 5, seed=27)
+    with pytest.raises(ValueError, match='the queries are the keys'):
+        aff(x.clone(), x, weight=_randn(6, 5))
+    with pytest.raises(ValueError, match=r'expects weight \(6, C\), got \(5, 5\)'):
+        aff(x, x, weight=_randn(5, 5))
+    with pytest.raises(ValueError, match=r'expects q and k of one shape \(B, N, 4\)'):
+        aff(x, x, weight=_randn(6, 4))
+    with pytest.raises(ValueError, match='only for normalize="none"'):
+        _affinity(normalize='symmetric')(x, x, weight=_randn(6, 5)).reconstruction()
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
 def test_iterations_in_float32_under_autocast(dtype):
     aff = _affinity(channels=8, num_bases=5).float().eval()

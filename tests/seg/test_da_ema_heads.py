@@ -82,7 +82,7 @@ def test_ema_head_training_step_moves_the_bases_as_upstream(mmseg, tmp_path):
     for key, value in upstream.state_dict().items():
         moved = key.split('.')[0] in ('ema_mid_conv', 'ema_module', 'ema_out_conv')
         mine = ours.state_dict()[f'ema_block.{key}' if moved else key]
-        assert torch.equal(mine, value) or rel_err(mine.float(), value.float()) < 1e-6, key
+        assert torch.equal(mine, value) or rel_err(mine.float(), value.float()) < 1e-5, key
 
 
 @pytest.mark.parametrize('name', sorted(HEADS))
